@@ -1,0 +1,119 @@
+"""Turn pytest-benchmark JSON into benchmarks/results/REPORT.md and a bar chart.
+
+    python -m benchmarks.report benchmarks/results/bench.json [--out benchmarks/results]
+
+Each row compares the reference and the fast implementation measured in the same run; the
+speed-up is reference time / fast time (median of the rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def load_rows(bench_json: dict) -> list[dict]:
+    """One row per (component, size, mode) with both implementations side by side."""
+    grouped: dict[tuple, dict] = defaultdict(dict)
+    for b in bench_json["benchmarks"]:
+        info = b["extra_info"]
+        key = (info["component"], info["size"], info["shape"], info["mode"])
+        grouped[key][info["impl"]] = {"ms": b["stats"]["median"] * 1e3, "mb": info["peak_mb"]}
+    rows = []
+    for (component, size, shape, mode), impls in grouped.items():
+        ref, fast = impls.get("reference"), impls.get("fast")
+        rows.append(
+            {
+                "component": component,
+                "size": size,
+                "shape": shape,
+                "mode": mode,
+                "ref_ms": ref and ref["ms"],
+                "fast_ms": fast and fast["ms"],
+                "speedup": ref["ms"] / fast["ms"] if ref and fast and fast["ms"] > 0 else None,
+                "ref_mb": ref and ref["mb"],
+                "fast_mb": fast and fast["mb"],
+            }
+        )
+    rows.sort(key=lambda r: (r["size"] != "small", r["component"], r["mode"]))
+    return rows
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def markdown(rows: list[dict], machine: dict) -> str:
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; "
+        f"{machine.get('python', '')}; torch threads as set by default. "
+        "Reference = NumPy (float32), fast = PyTorch eager (float32), measured in the same run; "
+        "times are medians, speed-up = reference / fast, peak memory is the extra memory one call "
+        "allocates (tracemalloc for NumPy, the torch profiler for torch).",
+        "",
+        "| component | shape | mode | reference ms | fast ms | speed-up | reference peak MB "
+        "| fast peak MB |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['component']} | {r['shape']} | {r['mode']} | {_fmt(r['ref_ms'], '.3f')} "
+            f"| {_fmt(r['fast_ms'], '.3f')} | {_fmt(r['speedup'], '.2f')}x "
+            f"| {_fmt(r['ref_mb'], '.1f')} | {_fmt(r['fast_mb'], '.1f')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    rows = [r for r in rows if r["speedup"] is not None]
+    sizes = sorted({r["size"] for r in rows}, key=lambda s: s != "small")
+    fig, axes = plt.subplots(len(sizes), 1, figsize=(11, 0.32 * len(rows) + 2.5), squeeze=False)
+    for ax, size in zip(axes[:, 0], sizes, strict=True):
+        sub = [r for r in rows if r["size"] == size]
+        labels = [f"{r['component']} ({r['mode']})" for r in sub]
+        ax.barh(labels, [r["speedup"] for r in sub], color="tab:blue")
+        ax.axvline(1.0, color="black", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("speed-up of fast over reference (log scale, >1 is faster)")
+        ax.set_title(f"{size} shapes")
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("bench_json", type=Path)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = p.parse_args(argv)
+    data = json.loads(args.bench_json.read_text())
+    rows = load_rows(data)
+    mi = data.get("machine_info", {})
+    machine = {
+        "cpu": mi.get("cpu", {}).get("brand_raw", platform.processor() or platform.machine()),
+        "cores": mi.get("cpu", {}).get("count", "?"),
+        "python": f"Python {mi.get('python_version', platform.python_version())}",
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "REPORT.md").write_text(
+        markdown(rows, machine) + "\n![speed-ups](layers_speedup.png)\n"
+    )
+    plot(rows, args.out / "layers_speedup.png")
+    print(
+        f"wrote {args.out / 'REPORT.md'} and {args.out / 'layers_speedup.png'} ({len(rows)} rows)"
+    )
+
+
+if __name__ == "__main__":
+    main()

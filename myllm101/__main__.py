@@ -1,0 +1,5 @@
+import sys
+
+from myllm101.cli import main
+
+sys.exit(main())
