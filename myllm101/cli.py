@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     par.add_argument("--size", choices=("small", "realistic"), default="small")
     par.add_argument("--seed", type=int, default=0)
     par.set_defaults(func=cmd_parity)
+
+    from myllm101.tokenizer import cli as tokenizer_cli
+
+    tokenizer_cli.add_subparsers(sub)
     return p
 
 

@@ -1,0 +1,148 @@
+"""Scaled dot-product attention and the multi-head attention block in PyTorch.
+
+    out = softmax(q k^T * scale + mask) v,   scale = 1/sqrt(D) by default
+
+Same conventions as the NumPy reference: ``causal`` is aligned bottom-right (with S keys and T <= S
+queries, query t sits at position S - T + t: the KV-cache case), ``key_padding_mask`` (B, S) is True
+for real tokens, a query row with no allowed key outputs zeros (and gets zero gradients), and
+grouped-query attention maps query head h to kv head h // (H // Hkv).
+
+Speed: everything goes through ``F.scaled_dot_product_attention``, which on CPU is a fused flash
+kernel (no (T, S) score matrix kept for backward) and on GPU picks flash / memory-efficient kernels.
+Without padding, and when T == S, the causal mask is torch's own ``is_causal`` flag (no mask tensor
+at all); torch aligns it top-left, which is only the same as bottom-right when T == S, so other
+cases build an explicit boolean mask.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from myllm101.checks import (
+    dtype_name,
+    expect_dim,
+    expect_divisible,
+    expect_dtype,
+    expect_float,
+    expect_ndim,
+    expect_positive,
+    expect_same_shape,
+    expect_shape,
+)
+from myllm101.fast.rope import RotaryEmbedding
+
+
+def attention_mask(
+    T: int, S: int, causal: bool, key_padding_mask: torch.Tensor | None = None, device=None
+) -> torch.Tensor | None:
+    """Boolean (B or 1, 1, T, S) mask, True = query t may attend to key s; None = no masking."""
+    mask = None
+    if causal:
+        # key s is visible to query t when s <= S - T + t (bottom-right aligned)
+        mask = torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)[None, None]
+    if key_padding_mask is not None:
+        pad = key_padding_mask[:, None, None, :]  # (B, 1, 1, S)
+        mask = pad if mask is None else mask & pad  # (B, 1, T, S)
+    return mask
+
+
+def _check_qkv(q, k, v, key_padding_mask, scale):
+    expect_float("q", q)
+    expect_ndim("q", q, 4)
+    expect_ndim("k", k, 4)
+    B, H, T, D = q.shape
+    expect_shape("k", k, (B, None, None, D))
+    expect_same_shape("k", k, "v", v)
+    expect_dtype("k", k, (dtype_name(q),))
+    expect_dtype("v", v, (dtype_name(q),))
+    expect_divisible("q heads", H, "k/v heads", k.shape[1])
+    if key_padding_mask is not None:
+        expect_shape("key_padding_mask", key_padding_mask, (B, k.shape[2]))
+        expect_dtype("key_padding_mask", key_padding_mask, ("bool",))
+    if scale is not None:
+        expect_positive("scale", scale)
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool = False,
+    key_padding_mask: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """q: (B, H, T, D), k/v: (B, Hkv, S, D), key_padding_mask: (B, S) bool -> (B, H, T, D)."""
+    _check_qkv(q, k, v, key_padding_mask, scale)
+    T, S = q.shape[-2], k.shape[-2]
+    gqa = q.shape[1] != k.shape[1]
+    if key_padding_mask is None and (not causal or T == S):
+        return F.scaled_dot_product_attention(
+            q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa
+        )
+    mask = attention_mask(T, S, causal, key_padding_mask, q.device)  # (B or 1, 1, T, S)
+    alive = mask.any(dim=-1, keepdim=True)  # (B or 1, 1, T, 1): does the row see any key?
+    # dead rows attend to every key (a finite softmax, no NaN anywhere), then their output is zeroed,
+    # so no gradient flows back through them either
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask | ~alive, scale=scale, enable_gqa=gqa
+    )
+    return out.masked_fill(~alive, 0.0)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head (grouped-query) self-attention with optional RoPE.
+
+    Submodules q_proj / k_proj / v_proj / o_proj, so the state_dict keys are the reference's params
+    keys ("q_proj.weight", ...). n_kv_heads=None means n_kv_heads = n_heads (plain multi-head).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: int | None = None,
+        bias: bool = False,
+        rope_theta: float | None = None,
+        max_seq_len: int = 2048,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        expect_positive("d_model", d_model)
+        expect_positive("n_heads", n_heads)
+        expect_positive("n_kv_heads", n_kv_heads)
+        expect_divisible("d_model", d_model, "n_heads", n_heads)
+        expect_divisible("n_heads", n_heads, "n_kv_heads", n_kv_heads)
+        self.d_model, self.n_heads, self.n_kv_heads = d_model, n_heads, n_kv_heads
+        self.head_dim = D = d_model // n_heads
+        kw = dict(bias=bias, device=device, dtype=dtype)
+        self.q_proj = nn.Linear(d_model, n_heads * D, **kw)
+        self.k_proj = nn.Linear(d_model, n_kv_heads * D, **kw)
+        self.v_proj = nn.Linear(d_model, n_kv_heads * D, **kw)
+        self.o_proj = nn.Linear(n_heads * D, d_model, **kw)
+        self.rope = (
+            None
+            if rope_theta is None
+            else RotaryEmbedding(D, max_seq_len, rope_theta, device=device, dtype=dtype)
+        )
+
+    def forward(
+        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None, causal: bool = True
+    ) -> torch.Tensor:
+        """x: (B, T, C), key_padding_mask: (B, T) bool, True = real token -> (B, T, C)."""
+        expect_float("x", x)
+        expect_ndim("x", x, 3)
+        expect_dim("x", x, -1, self.d_model, "d_model")
+        B, T, _ = x.shape
+        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
+        q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_proj(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
+        v = self.v_proj(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
+        if self.rope is not None:
+            q, k = self.rope(q, k)
+        out = scaled_dot_product_attention(q, k, v, causal, key_padding_mask)  # (B, H, T, D)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, H * D))
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}"

@@ -1,0 +1,39 @@
+"""Linear layer in PyTorch: y = x @ w.T + b, weight (out, in) like ``nn.Linear``.
+
+``F.linear`` is one GEMM with the bias folded in (addmm), and autocast runs it in bf16.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from myllm101.checks import (
+    dtype_name,
+    expect_dim,
+    expect_dtype,
+    expect_float,
+    expect_ndim,
+    expect_shape,
+)
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """x: (..., in), w: (out, in), b: (out,) or None -> (..., out)."""
+    expect_float("x", x)
+    expect_ndim("w", w, 2)
+    expect_dim("x", x, -1, w.shape[1], "in_features of w")
+    if b is not None:
+        expect_shape("b", b, (w.shape[0],))
+    # under autocast torch casts x and w to one dtype itself; outside it they must already agree
+    if not torch.is_autocast_enabled(x.device.type):
+        expect_dtype("w", w, (dtype_name(x),))
+        if b is not None:
+            expect_dtype("b", b, (dtype_name(x),))
+    return F.linear(x, w, b)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, init and state dict) whose forward validates its input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)

@@ -1,0 +1,95 @@
+"""Cross-entropy in PyTorch: torch's fused log-softmax + NLL (``F.cross_entropy``).
+
+Same semantics as ``myllm101.reference.loss``: logits (..., V), targets (...), ignore_index, label
+smoothing, reduction "mean" or "sum". One rule differs from plain ``F.cross_entropy``: when every
+target is ignored, "mean" returns 0.0 (and a zero gradient) instead of nan. That is why "mean" is
+computed as sum / max(count, 1) rather than with torch's own "mean" (which divides by count).
+
+bf16/fp16 logits (e.g. under torch.autocast) are upcast to float32 for the log-sum-exp and the
+loss is returned in float32: a bf16 loss of ~10 would only resolve steps of 0.06.
+
+The target-range check runs in eager mode only (it needs the values on the host); see
+``_check_targets``.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from myllm101.checks import expect_float, expect_int, expect_shape
+
+REDUCTIONS = ("mean", "sum")
+
+
+def _check_args(logits, targets, label_smoothing: float, reduction: str) -> None:
+    expect_float("logits", logits)
+    if len(logits.shape) == 0 or logits.shape[-1] == 0:
+        raise ValueError(f"logits: expected shape (..., V) with V >= 1, got {tuple(logits.shape)}")
+    expect_int("targets", targets)
+    expect_shape("targets", targets, logits.shape[:-1])
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
+
+
+def _check_targets(targets: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    """Every target is a class in [0, V) or ``ignore_index``; else name the first bad one.
+
+    A data-dependent check (one host sync), so ``cross_entropy`` skips it while torch.compile
+    traces: the graph stays whole (fullgraph=True works) and a bad target then surfaces as torch's
+    own error (IndexError on CPU, a device-side assert on CUDA).
+    """
+    bad = (targets != ignore_index) & ((targets < 0) | (targets >= num_classes))
+    if bool(bad.any()):
+        raise ValueError(
+            f"targets: expected class indices in [0, {num_classes}) or ignore_index={ignore_index}, "
+            f"got {int(targets[bad][0])}"
+        )
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """logits: (..., V) float, targets: (...) int -> 0-d loss (float32 for half-precision logits)."""
+    _check_args(logits, targets, label_smoothing, reduction)
+    V = logits.shape[-1]
+    x = logits.reshape(-1, V)  # (N, V)
+    t = targets.reshape(-1).long()  # (N,) F.cross_entropy wants int64 class indices
+    if not torch.compiler.is_compiling():
+        _check_targets(t, V, ignore_index)
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    total = F.cross_entropy(
+        x, t, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction="sum"
+    )
+    if reduction == "sum":
+        return total
+    count = (t != ignore_index).sum()
+    return total / count.clamp(min=1)  # all ignored: 0 / 1 = 0, not torch's 0 / 0 = nan
+
+
+class CrossEntropyLoss(torch.nn.Module):
+    def __init__(self, ignore_index: int = -100, label_smoothing: float = 0.0, reduction="mean"):
+        super().__init__()
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        self.reduction = reduction
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return cross_entropy(
+            logits, targets, self.ignore_index, self.label_smoothing, self.reduction
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}, "
+            f"reduction={self.reduction!r}"
+        )
