@@ -32,9 +32,13 @@ test: install data
 demo: install data
 	$(VENV)/bin/myllm101 parity
 
+# each suite writes its JSON, then its report (REPORT.md / TOKENIZER.md + PNGs in benchmarks/results)
+BENCH := $(PY) -m pytest -q -p no:cacheprovider --benchmark-only
 bench: install data
-	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-json=benchmarks/results/bench.json
-	$(PY) -m benchmarks.report benchmarks/results/bench.json
+	$(BENCH) benchmarks/test_layers.py --benchmark-json=benchmarks/results/layers.json
+	$(PY) -m benchmarks.report benchmarks/results/layers.json
+	$(BENCH) benchmarks/test_tokenizer.py --benchmark-json=benchmarks/results/tokenizer_bench.json
+	$(PY) -m benchmarks.tokenizer_report benchmarks/results/tokenizer_bench.json
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

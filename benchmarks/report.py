@@ -59,8 +59,18 @@ def markdown(rows: list[dict], machine: dict) -> str:
         f"{machine.get('python', '')}; torch threads as set by default. "
         "Reference = NumPy (float32), fast = PyTorch eager (float32), measured in the same run; "
         "times are medians, speed-up = reference / fast, peak memory is the extra memory one call "
-        "allocates (tracemalloc for NumPy, the torch profiler for torch).",
+        "allocates (tracemalloc for NumPy, the torch profiler for torch, at op granularity).",
         "",
+        *(
+            [
+                f"Load average during the run: {machine['load']}. Anything above ~0.5 means other "
+                "work shared the cores; torch's multi-threaded kernels suffer most, so treat fast "
+                "timings of such a run as pessimistic.",
+                "",
+            ]
+            if machine.get("load")
+            else []
+        ),
         "| component | shape | mode | reference ms | fast ms | speed-up | reference peak MB "
         "| fast peak MB |",
         "|---|---|---|---:|---:|---:|---:|---:|",
@@ -100,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     data = json.loads(args.bench_json.read_text())
     rows = load_rows(data)
     mi = data.get("machine_info", {})
+    loads = [b["extra_info"]["loadavg"] for b in data["benchmarks"] if "loadavg" in b["extra_info"]]
     machine = {
+        "load": f"{min(loads):.1f} to {max(loads):.1f}" if loads else None,
         "cpu": mi.get("cpu", {}).get("brand_raw", platform.processor() or platform.machine()),
         "cores": mi.get("cpu", {}).get("count", "?"),
         "python": f"Python {mi.get('python_version', platform.python_version())}",

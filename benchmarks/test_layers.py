@@ -4,6 +4,8 @@ Run with ``make bench``; ``benchmarks/report.py`` turns the JSON into REPORT.md 
 Each benchmark also records the call's peak memory in ``extra_info``.
 """
 
+import os
+
 import pytest
 
 from benchmarks.memory import peak_numpy_mb, peak_torch_mb
@@ -34,7 +36,13 @@ def test_layer(benchmark, size, index, impl, mode):
     peak = peak_numpy_mb(fn) if impl == "reference" else peak_torch_mb(fn)
     benchmark.group = f"{case.name} {size} {mode}"
     benchmark.extra_info.update(
-        component=case.name, shape=case.shape, size=size, impl=impl, mode=mode, peak_mb=peak
+        component=case.name,
+        shape=case.shape,
+        size=size,
+        impl=impl,
+        mode=mode,
+        peak_mb=peak,
+        loadavg=os.getloadavg()[0],  # other work on the machine skews torch's threads most
     )
     rounds = 3 if size == "realistic" else 20
     benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)

@@ -8,6 +8,10 @@ computed as sum / max(count, 1) rather than with torch's own "mean" (which divid
 bf16/fp16 logits (e.g. under torch.autocast) are upcast to float32 for the log-sum-exp and the
 loss is returned in float32: a bf16 loss of ~10 would only resolve steps of 0.06.
 
+Faster than the alternatives tried on CPU at (4096, 32000): ``logsumexp(x) - x.gather(t)`` under
+autograd, and a custom autograd.Function that never writes the log-probs in forward, were both
+slower than this one fused kernel.
+
 The target-range check runs in eager mode only (it needs the values on the host); see
 ``_check_targets``.
 """

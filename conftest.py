@@ -1,0 +1,8 @@
+"""Loaded by pytest before any test module, so settings here precede the first ``import torch``."""
+
+import os
+
+# torch's CPU allocator asks the kernel for transparent huge pages only when this is set (NumPy
+# always does): without it, every fresh 100+ MB tensor is faulted in 4 KB pages, which made large
+# softmax / loss calls ~2x slower here. Same default as ``myllm101/__init__.py``.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
