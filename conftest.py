@@ -6,3 +6,8 @@ import os
 # always does): without it, every fresh 100+ MB tensor is faulted in 4 KB pages, which made large
 # softmax / loss calls ~2x slower here. Same default as ``myllm101/__init__.py``.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+# Without a GPU, Triton kernels run in Triton's interpreter on CPU tensors; this must be set before
+# triton is first imported. On a CUDA machine set TRITON_INTERPRET=0 (or leave it unset) to compile.
+if not os.path.exists("/dev/nvidia0"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")

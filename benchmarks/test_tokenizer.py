@@ -37,7 +37,7 @@ hf = pytest.importorskip("tokenizers")
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_TXT = ROOT / "data/shakespeare/bench.txt"
-IMPLS = ("fast", "reference", "tiktoken", "hf")
+IMPLS = ("fast", "fast-cold", "reference", "tiktoken", "hf")
 REFERENCE_SLICE = 1_000_000  # the reference encoder runs on the first 1 MB only
 REFERENCE_MERGES = 32  # merges the reference trainer runs; the report extrapolates per merge
 WORDS = "the of and to a in that is my with you not his be your for have he as it me".split()
@@ -63,6 +63,13 @@ def gpt2_encoder(impl: str):
     ours = load_pretrained("gpt2", "reference" if impl == "reference" else "fast")
     if impl in ("fast", "reference"):
         return ours.encode_ordinary
+    if impl == "fast-cold":  # every call starts with an empty piece cache: a first-time encode
+
+        def encode_cold(text):
+            ours._cache.clear()
+            return ours.encode_ordinary(text)
+
+        return encode_cold
     if impl == "tiktoken":  # built from our loaded ranks: no download, same vocabulary
         enc = tiktoken.Encoding(
             name="gpt2-bench",
