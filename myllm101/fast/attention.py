@@ -11,7 +11,18 @@ Speed: everything goes through ``F.scaled_dot_product_attention``, which on CPU 
 kernel (no (T, S) score matrix kept for backward) and on GPU picks flash / memory-efficient kernels.
 Without padding, and when T == S, the causal mask is torch's own ``is_causal`` flag (no mask tensor
 at all); torch aligns it top-left, which is only the same as bottom-right when T == S, so other
-cases build an explicit boolean mask.
+cases build an explicit boolean mask. A single query (T == 1, one decoding step) sees every key
+under bottom-right causal masking, so it needs no causal mask at all.
+
+Triton: with ``MYLLM101_KERNELS`` (or ``kernels=``) set so that ``kernels.dispatch.use_kernel``
+agrees, ``scaled_dot_product_attention`` runs ``myllm101.kernels.attention.flash_attention`` instead
+(same conventions; by default only for CUDA tensors).
+
+KV cache (generation): ``MultiHeadAttention.forward`` takes ``kv_cache``, any object with
+``update(k, v) -> (k_all, v_all)`` that appends this call's keys/values (B, Hkv, T, D) after the
+cached ones and returns all of them (B, Hkv, past + T, D); ``fast/generate.py`` provides one
+(``KVCache.layer(i)``). The queries are then the last T of past + T positions: bottom-right causal.
+``position_ids`` (B, T) give each row its own RoPE positions (left-padded batches).
 """
 
 import torch
@@ -30,6 +41,10 @@ from myllm101.checks import (
     expect_shape,
 )
 from myllm101.fast.rope import RotaryEmbedding
+from myllm101.kernels.dispatch import use_kernel
+
+# dtypes the Triton flash-attention kernel handles; others (float64) always take the eager path
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def attention_mask(
@@ -70,11 +85,21 @@ def scaled_dot_product_attention(
     causal: bool = False,
     key_padding_mask: torch.Tensor | None = None,
     scale: float | None = None,
+    kernels: str | None = None,
 ) -> torch.Tensor:
-    """q: (B, H, T, D), k/v: (B, Hkv, S, D), key_padding_mask: (B, S) bool -> (B, H, T, D)."""
+    """q: (B, H, T, D), k/v: (B, Hkv, S, D), key_padding_mask: (B, S) bool -> (B, H, T, D).
+
+    kernels: "auto" | "on" | "off" (None = $MYLLM101_KERNELS): use the Triton flash-attention
+    kernel (``myllm101.kernels.attention``) for float32/bf16/fp16, see ``kernels/dispatch.py``.
+    """
     _check_qkv(q, k, v, key_padding_mask, scale)
+    if q.dtype in KERNEL_DTYPES and use_kernel(q, k, v, key_padding_mask, kernels=kernels):
+        from myllm101.kernels.attention import flash_attention  # imports triton only when used
+
+        return flash_attention(q, k, v, causal, key_padding_mask, scale)
     T, S = q.shape[-2], k.shape[-2]
     gqa = q.shape[1] != k.shape[1]
+    causal = causal and T > 1  # one query, bottom-right aligned, sees all S keys anyway
     if key_padding_mask is None and (not causal or T == S):
         return F.scaled_dot_product_attention(
             q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa
@@ -87,6 +112,29 @@ def scaled_dot_product_attention(
         q, k, v, attn_mask=mask | ~alive, scale=scale, enable_gqa=gqa
     )
     return out.masked_fill(~alive, 0.0)
+
+
+def rope_at_positions(
+    rope: RotaryEmbedding, x: torch.Tensor, position_ids: torch.Tensor
+) -> torch.Tensor:
+    """RoPE with a position per (row, token): x (B, H, T, D), position_ids (B, T) -> (B, H, T, D).
+
+    The same rotation as ``apply_rope``, y = x * cos + rotate_half(x) * sin, with the cos/sin rows
+    gathered per token, so a left-padded row can start its positions at 0 after its padding.
+    """
+    expect_shape("position_ids", position_ids, (x.shape[0], x.shape[2]))
+    if not torch.compiler.is_compiling():
+        lo, hi = int(position_ids.min()), int(position_ids.max())
+        if lo < 0 or hi >= rope.max_seq_len:
+            raise ValueError(
+                f"position_ids: expected values in [0, {rope.max_seq_len}) (max_seq_len), "
+                f"got min {lo}, max {hi}"
+            )
+    half = x.shape[-1] // 2
+    cos = rope.cos[position_ids].unsqueeze(1).to(x.dtype)  # (B, 1, T, D)
+    sin = rope.sin[position_ids].unsqueeze(1).to(x.dtype)  # (B, 1, T, D)
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # rotate_half(x)
+    return torch.addcmul(x * cos, rotated, sin)
 
 
 class MultiHeadAttention(nn.Module):
@@ -128,9 +176,20 @@ class MultiHeadAttention(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None, causal: bool = True
+        self,
+        x: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        causal: bool = True,
+        kv_cache=None,
+        position_ids: torch.Tensor | None = None,
+        offset: int = 0,
     ) -> torch.Tensor:
-        """x: (B, T, C), key_padding_mask: (B, T) bool, True = real token -> (B, T, C)."""
+        """x: (B, T, C) -> (B, T, C).
+
+        key_padding_mask: (B, S) bool, True = real token, S = T (+ the cached length with kv_cache).
+        kv_cache: a layer cache with ``update(k, v) -> (k_all, v_all)`` (see the module docstring).
+        position_ids: (B, T) RoPE positions per row; None = offset .. offset + T - 1 for every row.
+        """
         expect_float("x", x)
         expect_ndim("x", x, 3)
         expect_dim("x", x, -1, self.d_model, "d_model")
@@ -140,7 +199,15 @@ class MultiHeadAttention(nn.Module):
         k = self.k_proj(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
         v = self.v_proj(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
         if self.rope is not None:
-            q, k = self.rope(q, k)
+            if position_ids is None:
+                q, k = self.rope(q, k, offset)
+            else:
+                q, k = (
+                    rope_at_positions(self.rope, q, position_ids),
+                    rope_at_positions(self.rope, k, position_ids),
+                )
+        if kv_cache is not None:
+            k, v = kv_cache.update(k, v)  # (B, Hkv, past + T, D): keys and values so far
         out = scaled_dot_product_attention(q, k, v, causal, key_padding_mask)  # (B, H, T, D)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, H * D))
 

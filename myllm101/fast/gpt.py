@@ -17,6 +17,10 @@ once; ``state_dict()`` lists it under both names (loading either one loads both)
 Init follows the GPT-2 paper / nanoGPT: N(0, 0.02) for every weight matrix and embedding, zero
 biases, and the two projections that write into the residual stream (attn.o_proj, mlp.c_proj)
 scaled by 1/sqrt(2 * n_layer), so the residual's variance does not grow with depth.
+
+Generation: ``forward(ids, kv_cache=cache)`` appends the new tokens' keys/values to a
+``fast.generate.KVCache`` and attends to everything cached; positions continue from the cache's
+length, or come per row from ``position_ids`` (left-padded batches). See fast/generate.py.
 """
 
 from __future__ import annotations
@@ -51,20 +55,52 @@ class ModelOutput:
         return iter((self.logits, self.loss))
 
 
-def check_model_inputs(cfg, input_ids, attention_mask=None, labels=None) -> None:
-    """ids: (B, T) ints in [0, vocab_size), T <= block_size; mask and labels (B, T)."""
+def check_model_inputs(
+    cfg, input_ids, attention_mask=None, labels=None, kv_cache=None, position_ids=None
+) -> int:
+    """ids: (B, T) ints in [0, vocab_size), past + T <= block_size; labels (B, T);
+    attention_mask (B, past + T) (it covers the cached tokens too); position_ids (B, T).
+    Returns past, the number of tokens already in ``kv_cache`` (0 without one)."""
     expect_int("input_ids", input_ids)
     expect_ndim("input_ids", input_ids, 2)
     B, T = input_ids.shape
-    if T > cfg.block_size:
+    past_length = cache_length(kv_cache, B)
+    if past_length + T > cfg.block_size:
+        cached = f" ({past_length} cached + {T} new)" if past_length else ""
         raise ValueError(
-            f"input_ids: expected a sequence length <= block_size={cfg.block_size}, got {T}"
+            f"input_ids: expected a sequence length <= block_size={cfg.block_size}, "
+            f"got {past_length + T}{cached}"
         )
     check_ids(input_ids, cfg.vocab_size)  # skipped inside torch.compile (data-dependent)
     if attention_mask is not None:
-        expect_shape("attention_mask", attention_mask, (B, T))
+        expect_shape("attention_mask", attention_mask, (B, past_length + T))
     if labels is not None:
         expect_int("labels", labels)
+    if position_ids is not None:
+        expect_int("position_ids", position_ids)
+        expect_shape("position_ids", position_ids, (B, T))
+    return past_length
+
+
+def cache_length(kv_cache, batch_size: int) -> int:
+    """Tokens already in ``kv_cache`` (0 without one); checks its batch size."""
+    if kv_cache is None:
+        return 0
+    if kv_cache.batch_size != batch_size:
+        raise ValueError(
+            f"kv_cache: expected batch size {batch_size} (input_ids rows), "
+            f"got {kv_cache.batch_size}"
+        )
+    return kv_cache.length
+
+
+def run_blocks_cached(blocks: nn.ModuleList, x: torch.Tensor, mask, kv_cache, *args):
+    """x through every block, block i reading and extending layer i of ``kv_cache``; then the
+    cache's length moves past the T new tokens. No checkpointing: a cache is for inference."""
+    for i, block in enumerate(blocks):
+        x = block(x, mask, kv_cache.layer(i), *args)
+    kv_cache.advance(x.shape[1])
+    return x
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -122,10 +158,12 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.dropout = Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.dropout(
-            self.attn(self.ln_1(x), causal=True, key_padding_mask=key_padding_mask)
-        )
+    def forward(
+        self, x: torch.Tensor, key_padding_mask: torch.Tensor | None, kv_cache=None
+    ) -> torch.Tensor:
+        # kv_cache: this block's layer of a KVCache (positions already entered at the embedding)
+        a = self.attn(self.ln_1(x), key_padding_mask, causal=True, kv_cache=kv_cache)
+        x = x + self.dropout(a)
         return x + self.dropout(self.mlp(self.ln_2(x)))
 
 
@@ -149,18 +187,31 @@ class GPT(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        kv_cache=None,
+        position_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
         """input_ids: (B, T) -> ModelOutput(logits (B, T, V), loss or None).
 
-        attention_mask: (B, T), 1/True = real token (padding keys are never attended to).
+        attention_mask: (B, T), 1/True = real token (padding keys are never attended to); with
+            a kv_cache it covers the cached tokens too: (B, past + T).
         labels: (B, T), usually input_ids; -100 marks positions without a target.
+        kv_cache: a ``fast.generate.KVCache``: the new tokens attend to the cached ones, their
+            keys/values are appended, and the cache's length grows by T.
+        position_ids: (B, T) positions per row (left padding: cumsum(mask) - 1); None =
+            past .. past + T - 1 for every row.
         """
-        check_model_inputs(self.cfg, input_ids, attention_mask, labels)
+        past = check_model_inputs(
+            self.cfg, input_ids, attention_mask, labels, kv_cache, position_ids
+        )
         T = input_ids.shape[1]
         mask = None if attention_mask is None else attention_mask.bool()
-        pos = torch.arange(T, device=input_ids.device)
-        x = self.drop(self.wte(input_ids) + self.wpe(pos))  # (B, T, C)
-        x = run_blocks(self, self.h, x, mask)
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=input_ids.device)  # (T,)
+        x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
+        if kv_cache is None:
+            x = run_blocks(self, self.h, x, mask)
+        else:
+            x = run_blocks_cached(self.h, x, mask, kv_cache)
         logits = self.lm_head(self.ln_f(x))  # (B, T, V)
         loss = None if labels is None else causal_lm_loss(logits, labels)
         return ModelOutput(logits, loss)

@@ -7,6 +7,11 @@ uses VNNI-style kernels and is ~5x faster than a float32 GEMM of the same shape 
 on int8 tensors would accumulate in int8 and overflow, so the fallback (no ``_int_mm``, or a CUDA
 shape it refuses) multiplies in float64, which is exact because every partial sum is an integer
 below K * 128 * 128 < 2**53.
+
+Dispatch: when ``myllm101.kernels.use_kernel`` says so (CUDA tensors and triton, or
+``MYLLM101_KERNELS=on`` / ``kernels="on"``), ``int8_matmul`` runs the Triton GEMM of
+``kernels/int8_matmul.py`` (any shape, no _int_mm limits) and ``w8a8_linear`` its fused variant
+that rescales in the epilogue (float16/bfloat16/float32 activations; float64 stays here).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from myllm101.checks import (
     expect_ndim,
     expect_shape,
 )
+from myllm101.kernels.dispatch import use_kernel
 
 QMAX = 127  # symmetric range [-127, 127]
 MODES = ("weight_only", "w8a8")
@@ -105,13 +111,17 @@ def _row_major(t: torch.Tensor) -> torch.Tensor:
     return torch.empty(t.shape, dtype=t.dtype, device=t.device).copy_(t)
 
 
-def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a: (M, K) int8, b: (N, K) int8 -> a @ b.T: (M, N) int32, exact."""
+def int8_matmul(a: torch.Tensor, b: torch.Tensor, kernels: str | None = None) -> torch.Tensor:
+    """a: (M, K) int8, b: (N, K) int8 -> a @ b.T: (M, N) int32, exact. ``kernels``: auto|on|off."""
     expect_dtype("a", a, ("int8",))
     expect_dtype("b", b, ("int8",))
     expect_ndim("a", a, 2)
     expect_ndim("b", b, 2)
     expect_dim("b", b, 1, a.shape[1], "K, the columns of a")
+    if use_kernel(a, b, kernels=kernels):
+        from myllm101.kernels.int8_matmul import int8_matmul as int8_matmul_kernel
+
+        return int8_matmul_kernel(a, b)
     if _int_mm_ok(a, b):
         # a dense (K, N) operand is ~1.5x faster than the transposed view on CPU
         return torch._int_mm(_row_major(a), _row_major(b.t()))
@@ -140,15 +150,23 @@ def int8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, b=Non
 
 
 @torch.no_grad()
-def w8a8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, b=None) -> torch.Tensor:
+def w8a8_linear(
+    x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, b=None, kernels: str | None = None
+) -> torch.Tensor:
     """Per-token int8 activations times int8 weights, int32 accumulate, rescale: (..., out).
 
-    Inference only (rounding has no useful gradient).
+    Inference only (rounding has no useful gradient). ``kernels``: "auto" | "on" | "off".
     """
     _check_linear(x, w_q, w_scale, b)
     x2 = x.reshape(-1, x.shape[-1])  # (N, in)
     x_q, x_scale = quantize_per_token(x2)  # (N, in) int8, (N, 1)
-    acc = int8_matmul(x_q, w_q)  # (N, out) int32
+    if x.dtype != torch.float64 and use_kernel(x_q, w_q, kernels=kernels):
+        from myllm101.kernels.int8_matmul import int8_linear_rescale
+
+        bias = None if b is None else b.to(x.dtype)
+        y = int8_linear_rescale(x_q, x_scale, w_q, w_scale.to(x.dtype), bias)  # fused epilogue
+        return y.reshape(*x.shape[:-1], w_q.shape[0])
+    acc = int8_matmul(x_q, w_q, kernels=kernels)  # (N, out) int32
     y = acc.to(x.dtype) * (x_scale * w_scale.to(x.dtype))  # (N, out)
     if b is not None:
         y = y + b.to(x.dtype)
@@ -168,6 +186,7 @@ class Int8Linear(nn.Module):
         weight_scale: torch.Tensor,
         bias: torch.Tensor | None = None,
         mode: str = "weight_only",
+        kernels: str | None = None,
     ):
         super().__init__()
         if mode not in MODES:
@@ -176,6 +195,7 @@ class Int8Linear(nn.Module):
         expect_ndim("weight_q", weight_q, 2)
         self.out_features, self.in_features = weight_q.shape
         self.mode = mode
+        self.kernels = kernels  # w8a8 only; None: follow $MYLLM101_KERNELS
         self.register_buffer("weight_q", weight_q)  # (out, in) int8
         self.register_buffer("weight_scale", weight_scale)  # () or (out,)
         self.register_buffer("bias", bias)  # (out,) or None
@@ -192,7 +212,7 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "w8a8":
-            return w8a8_linear(x, self.weight_q, self.weight_scale, self.bias)
+            return w8a8_linear(x, self.weight_q, self.weight_scale, self.bias, self.kernels)
         return int8_linear(x, self.weight_q, self.weight_scale, self.bias)
 
     def extra_repr(self) -> str:

@@ -8,6 +8,9 @@
 ``state_dict`` names are HF ``LlamaForCausalLM``'s without the ``model.`` prefix (see
 reference/llama.py). RoPE tables are non-persistent buffers inside each attention block, rebuilt
 in float64 on ``.double()``, so they never appear in the state_dict.
+
+Generation: ``forward(ids, kv_cache=cache, position_ids=None)`` as in fast/gpt.py; RoPE rotates
+the new q and k at positions cache.length.. (or at ``position_ids``) before k joins the cache.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from myllm101.fast.gpt import (
     check_model_inputs,
     init_gpt2_,
     run_blocks,
+    run_blocks_cached,
 )
 from myllm101.fast.linear import Linear
 from myllm101.fast.rmsnorm import RMSNorm
@@ -62,8 +66,24 @@ class LlamaBlock(nn.Module):
         self.mlp = LlamaMLP(cfg)
         self.dropout = Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
-        h = self.self_attn(self.input_layernorm(x), key_padding_mask=key_padding_mask, causal=True)
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_padding_mask: torch.Tensor | None,
+        kv_cache=None,
+        position_ids: torch.Tensor | None = None,
+        offset: int = 0,
+    ) -> torch.Tensor:
+        """kv_cache: this layer of a KVCache; RoPE positions are position_ids (B, T) if given,
+        else offset .. offset + T - 1 (offset = the number of cached tokens)."""
+        h = self.self_attn(
+            self.input_layernorm(x),
+            key_padding_mask,
+            causal=True,
+            kv_cache=kv_cache,
+            position_ids=position_ids,
+            offset=offset,
+        )
         x = x + self.dropout(h)
         return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
 
@@ -86,12 +106,22 @@ class Llama(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        kv_cache=None,
+        position_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
-        """input_ids: (B, T) -> ModelOutput(logits (B, T, V), loss or None); see GPT.forward."""
-        check_model_inputs(self.cfg, input_ids, attention_mask, labels)
+        """input_ids: (B, T) -> ModelOutput(logits (B, T, V), loss or None); see GPT.forward
+        (attention_mask covers the cached tokens too; position_ids (B, T) are RoPE positions)."""
+        past = check_model_inputs(
+            self.cfg, input_ids, attention_mask, labels, kv_cache, position_ids
+        )
         mask = None if attention_mask is None else attention_mask.bool()
         x = self.embed_tokens(input_ids)  # (B, T, C); positions enter through RoPE
-        x = run_blocks(self, self.layers, x, mask)
+        if kv_cache is None and position_ids is None:
+            x = run_blocks(self, self.layers, x, mask)
+        elif kv_cache is None:
+            x = run_blocks(self, self.layers, x, mask, None, position_ids)
+        else:
+            x = run_blocks_cached(self.layers, x, mask, kv_cache, position_ids, past)
         logits = self.lm_head(self.norm(x))  # (B, T, V)
         loss = None if labels is None else causal_lm_loss(logits, labels)
         return ModelOutput(logits, loss)

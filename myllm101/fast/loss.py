@@ -12,6 +12,10 @@ Faster than the alternatives tried on CPU at (4096, 32000): ``logsumexp(x) - x.g
 autograd, and a custom autograd.Function that never writes the log-probs in forward, were both
 slower than this one fused kernel.
 
+Triton: when ``kernels.dispatch.use_kernel`` agrees (``MYLLM101_KERNELS`` or ``kernels=``; by
+default only for CUDA tensors), ``cross_entropy`` runs the fused, vocabulary-chunked kernel of
+``myllm101.kernels.cross_entropy`` instead (same semantics, no (N, V) softmax kept for backward).
+
 The target-range check runs in eager mode only (it needs the values on the host); see
 ``_check_targets``.
 """
@@ -20,8 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from myllm101.checks import expect_float, expect_int, expect_shape
+from myllm101.kernels.dispatch import use_kernel
 
 REDUCTIONS = ("mean", "sum")
+# logits dtypes the fused Triton kernel handles; others (float64) always take the eager path
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _check_args(logits, targets, label_smoothing: float, reduction: str) -> None:
@@ -57,9 +64,18 @@ def cross_entropy(
     ignore_index: int = -100,
     label_smoothing: float = 0.0,
     reduction: str = "mean",
+    kernels: str | None = None,
 ) -> torch.Tensor:
-    """logits: (..., V) float, targets: (...) int -> 0-d loss (float32 for half-precision logits)."""
+    """logits: (..., V) float, targets: (...) int -> 0-d loss (float32 for half-precision logits).
+
+    kernels: "auto" | "on" | "off" (None = $MYLLM101_KERNELS): use the fused Triton kernel
+    (``myllm101.kernels.cross_entropy``) for float32/bf16/fp16 logits, see ``kernels/dispatch.py``.
+    """
     _check_args(logits, targets, label_smoothing, reduction)
+    if logits.dtype in KERNEL_DTYPES and use_kernel(logits, targets, kernels=kernels):
+        from myllm101.kernels.cross_entropy import cross_entropy as fused  # imports triton lazily
+
+        return fused(logits, targets, ignore_index, label_smoothing, reduction)
     V = logits.shape[-1]
     x = logits.reshape(-1, V)  # (N, V)
     t = targets.reshape(-1).long()  # (N,) F.cross_entropy wants int64 class indices

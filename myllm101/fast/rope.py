@@ -7,6 +7,10 @@ roll (no negation, no cat) and the multiply-add is one fused ``torch.addcmul``: 
 faster forward and 3x faster forward+backward than the textbook cat/neg/mul/mul/add chain.
 The cos/sin tables are built in float64 and cast once, so float32 tables are correctly rounded
 (float32 angles at position 500 would already be off by ~3e-5).
+
+Dispatch: when ``myllm101.kernels.use_kernel`` says so (CUDA tensors and triton, or
+``MYLLM101_KERNELS=on`` / ``kernels="on"``), float16/bfloat16/float32 inputs go to the Triton kernel
+in ``kernels/rope.py`` (one fused pass, forward and backward); float64 always stays here.
 """
 
 import torch
@@ -19,6 +23,9 @@ from myllm101.checks import (
     expect_same_shape,
     expect_shape,
 )
+from myllm101.kernels.dispatch import use_kernel
+
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def _expect_even_head_dim(head_dim: int) -> None:
@@ -49,14 +56,21 @@ def rope_frequencies(
     return angles.cos().to(device, dtype), angles.sin().to(device, dtype)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: (B, H, T, D), cos/sin: (T, D) -> (B, H, T, D) in x's dtype."""
+def apply_rope(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kernels: str | None = None
+) -> torch.Tensor:
+    """x: (B, H, T, D), cos/sin: (T, D) -> (B, H, T, D) in x's dtype. ``kernels``: auto|on|off."""
     expect_float("x", x)
     expect_ndim("x", x, 4)
     T, D = x.shape[-2], x.shape[-1]
     _expect_even_head_dim(D)
     expect_shape("cos", cos, (T, D))
     expect_same_shape("cos", cos, "sin", sin)
+    if x.dtype in _KERNEL_DTYPES and use_kernel(x, cos, sin, kernels=kernels):
+        from myllm101.kernels.rope import apply_rope as rope_kernel  # imports triton
+
+        # the same rounding of the tables as below, so both paths compute the same function
+        return rope_kernel(x, cos.to(x.dtype), sin.to(x.dtype))
     half = D // 2
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     # rotate_half(x) * sin == roll(x, half) * [-sin1, sin2]: sign the (T, D) table, not the big x
@@ -72,11 +86,18 @@ class RotaryEmbedding(nn.Module):
     """
 
     def __init__(
-        self, head_dim: int, max_seq_len: int, theta: float = 10000.0, device=None, dtype=None
+        self,
+        head_dim: int,
+        max_seq_len: int,
+        theta: float = 10000.0,
+        device=None,
+        dtype=None,
+        kernels: str | None = None,
     ):
         super().__init__()
         expect_positive("max_seq_len", max_seq_len)
         self.head_dim, self.max_seq_len, self.theta = head_dim, max_seq_len, theta
+        self.kernels = kernels  # None: follow $MYLLM101_KERNELS
         cos, sin = rope_frequencies(
             head_dim, max_seq_len, theta, device=device, dtype=dtype or torch.float32
         )
@@ -107,8 +128,9 @@ class RotaryEmbedding(nn.Module):
                 f"(offset >= 0), got offset={offset}, seq_len={longest}"
             )
         Tq, Tk = q.shape[-2], k.shape[-2]
-        q = apply_rope(q, self.cos[offset : offset + Tq], self.sin[offset : offset + Tq])
-        k = apply_rope(k, self.cos[offset : offset + Tk], self.sin[offset : offset + Tk])
+        cos, sin, kern = self.cos, self.sin, self.kernels
+        q = apply_rope(q, cos[offset : offset + Tq], sin[offset : offset + Tq], kernels=kern)
+        k = apply_rope(k, cos[offset : offset + Tk], sin[offset : offset + Tk], kernels=kern)
         return q, k
 
     def extra_repr(self) -> str:

@@ -1,5 +1,16 @@
-"""Triton kernels, one per file, each with a torch.autograd.Function wrapper (coming next).
+"""Triton kernels, one per file, each with a ``torch.autograd.Function`` wrapper.
 
-Planned: rmsnorm, rope, flash attention, int8 matmul, fused cross-entropy. They are tested on CPU
-with TRITON_INTERPRET=1 and run for real on a CUDA device; ``myllm101.fast`` dispatches to them.
+``dispatch`` decides when ``myllm101.fast`` uses them (see ``MYLLM101_KERNELS``). The kernel modules
+(``rmsnorm``, ``rope``, ``int8_matmul``, ``attention``, ``cross_entropy``) import triton, so they are
+not imported here: ``import myllm101.kernels`` must work on machines without triton.
+On CPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``); on CUDA they compile.
 """
+
+from myllm101.kernels.dispatch import (
+    interpreting,
+    kernels_mode,
+    triton_available,
+    use_kernel,
+)
+
+__all__ = ["interpreting", "kernels_mode", "triton_available", "use_kernel"]

@@ -1,0 +1,87 @@
+"""``myllm101 embed`` and ``myllm101 generate --model smollm2``: shipped pretrained models.
+
+    myllm101 embed --model minilm [--impl fast|reference] [TEXT ...]    (no TEXT: one per stdin line)
+        -> one JSON list of vectors (384 floats each, unit length)
+    myllm101 generate --model smollm2 [--chat] [--max-new-tokens N] [--temperature 0] PROMPT
+        -> the generated text (greedy at temperature 0)
+
+``add_subparsers(subparsers)`` hooks both into the main parser; ``run(argv)`` runs them alone
+(tests use it). Errors print one line to stderr and return exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _guarded(func):
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    wrapper.__name__ = func.__name__
+    return wrapper
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from myllm101.hub.embed import embed
+
+    texts = args.texts or [line.rstrip("\r\n") for line in sys.stdin]
+    if not texts:
+        raise ValueError("embed: expected TEXT arguments or lines on stdin, got none")
+    vectors = embed(texts, model=args.model, impl=args.impl)
+    print(json.dumps([[round(float(x), 7) for x in v] for v in vectors]))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from myllm101.hub.smollm2 import generate_text
+
+    if args.max_new_tokens < 0:
+        raise ValueError(f"--max-new-tokens: expected >= 0, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise ValueError(f"--temperature: expected >= 0, got {args.temperature}")
+    text = generate_text(
+        args.prompt,
+        chat=args.chat,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
+    print(text)
+    return 0
+
+
+def add_subparsers(subparsers) -> None:
+    """Add ``embed`` and ``generate`` to an ``add_subparsers()`` object."""
+    p = subparsers.add_parser("embed", help="sentence embeddings (MiniLM) as JSON")
+    p.add_argument("--model", choices=("minilm",), default="minilm")
+    p.add_argument("--impl", choices=("fast", "reference"), default="fast")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts (default: stdin lines)")
+    p.set_defaults(func=_guarded(cmd_embed))
+
+    p = subparsers.add_parser("generate", help="generate text with a pretrained model")
+    p.add_argument("--model", choices=("smollm2",), required=True)
+    p.add_argument("--chat", action="store_true", help="wrap PROMPT as a user turn (ChatML)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("prompt", metavar="PROMPT")
+    p.set_defaults(func=_guarded(cmd_generate))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """``myllm101 embed ...`` / ``myllm101 generate ...`` on their own -> exit code."""
+    parser = argparse.ArgumentParser(prog="myllm101")
+    add_subparsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,240 @@
+"""Checkpoint directories: one format for resuming, sampling and (later) the hub.
+
+    RUN_DIR/checkpoints/step_000500/    every save_interval steps (the last ``keep_last`` kept)
+    RUN_DIR/best/                       the lowest validation loss so far
+    RUN_DIR/{config.json, model.safetensors, myllm101_tokenizer.json}   the final export
+
+Inside a checkpoint directory:
+
+    config.json              the model config (with model_type) plus "train": the TrainConfig
+    model.safetensors        weights; a tied weight is stored once (metadata "tied": "a=b,...")
+    training_state.pt        optimizer, scheduler, grad scaler and RNG states: tensors and plain
+                             numbers only, loaded with torch.load(weights_only=True)
+    trainer_state.json       step, tokens seen, best val loss, ... (the data position is the step)
+    myllm101_tokenizer.json  the tokenizer (tokenizer/formats.save_tokenizer)
+    manifest.json            size and sha256 of every other file; written last
+
+Atomic: everything is written into a hidden temp directory next to the target, fsynced, then
+renamed into place, so a crash mid-save leaves the previous checkpoints as they were. Loading
+checks the manifest: a missing, truncated or altered file raises a ValueError that names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def unique_state_dict(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """state_dict with each shared tensor once: ({name: cpu tensor}, {dropped: kept})."""
+    out, seen, tied = {}, {}, {}
+    for name, t in model.state_dict().items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if key in seen:
+            tied[name] = seen[key]
+            continue
+        seen[key] = name
+        out[name] = t.detach().to("cpu", copy=True).contiguous()
+    return out, tied
+
+
+def save_model_files(directory: Path, model, model_cfg, train_cfg: dict | None, tokenizer) -> None:
+    """config.json + model.safetensors (+ the tokenizer) into ``directory`` (not atomic)."""
+    from myllm101.tokenizer.formats import save_tokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model_cfg.to_dict()
+    if train_cfg is not None:
+        config["train"] = train_cfg
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    tensors, tied = unique_state_dict(model)
+    meta = {"format": "pt", "tied": ",".join(f"{a}={b}" for a, b in tied.items())}
+    save_file(tensors, directory / "model.safetensors", metadata=meta)
+    if tokenizer is not None:
+        save_tokenizer(tokenizer, directory)
+
+
+def write_manifest(directory: Path) -> None:
+    files = {}
+    for p in sorted(directory.iterdir()):
+        if p.is_file() and p.name != MANIFEST:
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+            files[p.name] = {"size": p.stat().st_size, "sha256": _sha256(p)}
+    (directory / MANIFEST).write_text(json.dumps({"version": 1, "files": files}, indent=2))
+
+
+def save_checkpoint(directory, model, model_cfg, train_cfg, training_state, trainer_state,
+                    tokenizer=None) -> Path:  # fmt: skip
+    """Write a whole checkpoint atomically to ``directory`` (replacing one that is there)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".tmp-{directory.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        save_model_files(tmp, model, model_cfg, train_cfg, tokenizer)
+        torch.save(training_state, tmp / "training_state.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
+        write_manifest(tmp)
+        _fsync_dir(tmp)
+        _commit(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _commit(tmp: Path, directory: Path) -> None:
+    """Rename ``tmp`` to ``directory``; an existing one is moved aside first, then removed."""
+    old = None
+    if directory.exists():
+        old = directory.parent / f".old-{directory.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    _fsync_dir(directory.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def verify_checkpoint(directory) -> dict:
+    """Check every file against manifest.json; returns the manifest. ValueError on a problem."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such checkpoint directory")
+    mpath = directory / MANIFEST
+    try:
+        manifest = json.loads(mpath.read_text())
+        files = manifest["files"]
+    except FileNotFoundError:
+        raise ValueError(f"{directory}: not a complete checkpoint: {MANIFEST} is missing") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{mpath}: corrupted manifest ({e})") from None
+    for name, info in files.items():
+        p = directory / name
+        if not p.exists():
+            raise ValueError(f"checkpoint {directory}: {name} is missing")
+        size = p.stat().st_size
+        if size != info["size"]:
+            raise ValueError(
+                f"checkpoint {directory}: {name} is truncated or altered: expected {info['size']} "
+                f"bytes, got {size}"
+            )
+        if _sha256(p) != info["sha256"]:
+            raise ValueError(f"checkpoint {directory}: {name} is corrupted (sha256 mismatch)")
+    return manifest
+
+
+def read_config(directory) -> tuple[object, dict | None]:
+    """-> (model config, train config dict or None) from ``directory/config.json``."""
+    from myllm101.config import config_from_dict
+
+    path = Path(directory) / "config.json"
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file (expected a model directory)") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: corrupted config ({e})") from None
+    train = d.pop("train", None)
+    return config_from_dict(d), train
+
+
+def load_weights(model: torch.nn.Module, directory) -> None:
+    """model.safetensors into ``model`` (ties restored by the model itself)."""
+    path = Path(directory) / "model.safetensors"
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: cannot read the weights ({e})") from None
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    _, tied = unique_state_dict(model)
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not fit the model: missing {missing}, unexpected {unexpected}"
+        )
+
+
+def load_training_state(directory) -> tuple[dict, dict]:
+    """-> (training_state, trainer_state) of a verified checkpoint."""
+    directory = Path(directory)
+    verify_checkpoint(directory)
+    state = torch.load(directory / "training_state.pt", map_location="cpu", weights_only=True)
+    return state, json.loads((directory / "trainer_state.json").read_text())
+
+
+def list_checkpoints(run_dir) -> list[Path]:
+    """RUN_DIR/checkpoints/step_* oldest first (temp dirs, which start with '.', are skipped)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
+
+
+def latest_checkpoint(run_dir) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def prune_checkpoints(run_dir, keep_last: int) -> None:
+    for p in list_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def resolve_model_dir(path) -> Path:
+    """A model directory (has config.json + model.safetensors), or a run directory: its export,
+    else best/, else the latest checkpoint."""
+    path = Path(path)
+    for cand in (path, path / "best", latest_checkpoint(path)):
+        if (
+            cand is not None
+            and (cand / "config.json").exists()
+            and (cand / "model.safetensors").exists()
+        ):
+            return cand
+    raise FileNotFoundError(
+        f"{path}: expected a model or run directory (config.json + model.safetensors)"
+    )
+
+
+def load_model(path, device="cpu"):
+    """-> (model in eval mode, tokenizer or None, model config) from a model or run directory."""
+    from myllm101.tokenizer.formats import FILENAME, load_tokenizer
+    from myllm101.train.trainer import build_model
+
+    directory = resolve_model_dir(path)
+    if (directory / MANIFEST).exists():
+        verify_checkpoint(directory)
+    model_cfg, _ = read_config(directory)
+    model = build_model(model_cfg)
+    load_weights(model, directory)
+    tok = load_tokenizer(directory) if (directory / FILENAME).exists() else None
+    return model.to(device).eval(), tok, model_cfg

@@ -1,0 +1,68 @@
+"""Metrics: one JSON object per line in RUN_DIR/metrics.jsonl, and the loss-curve PNG.
+
+{"step": 10, "loss": 5.31, "lr": 0.0003, "grad_norm": 1.2, "tokens": 20480, "tok_per_s": ...}
+{"step": 200, "val_loss": 4.1, "val_ppl": 60.3}
+{"step": 57, "event": "non_finite_loss", "loss": NaN}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+class MetricsLog:
+    """Appends records to a JSONL file (no-op when ``enabled`` is False: ranks other than 0)."""
+
+    def __init__(self, path, enabled: bool = True, keep_until_step: int | None = None):
+        self.path, self.enabled = Path(path), enabled
+        if enabled and keep_until_step is not None and self.path.exists():
+            # resuming: drop records past the checkpoint, they will be written again
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= keep_until_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        elif enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("")
+
+    def log(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path) -> list[dict]:
+    out = []
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            out.append(json.loads(line))
+    return out
+
+
+def plot_loss_curve(metrics_path, out_png) -> Path:
+    """Train loss (and val loss, dots) against step -> PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = read_metrics(metrics_path)
+    train = [(r["step"], r["loss"]) for r in recs if "loss" in r and "event" not in r]
+    val = [(r["step"], r["val_loss"]) for r in recs if "val_loss" in r]
+    train = [(s, v) for s, v in train if math.isfinite(v)]
+    if not train and not val:
+        raise ValueError(f"{metrics_path}: no loss records to plot")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), label="train loss", lw=1)
+    if val:
+        ax.plot(*zip(*val), "o-", label="val loss", ms=4)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return out_png

@@ -1,0 +1,216 @@
+"""The trainer: exact resume, NaN steps, checkpoints that survive crashes and report corruption,
+bf16 autocast and gradient checkpointing against float32, BERT and LLaMA runs."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from myllm101.train import TrainConfig, Trainer
+from myllm101.train import checkpoint as ckpt
+
+TOKENS = np.random.default_rng(0).integers(0, 97, size=4000)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: a second thread only adds synchronisation
+    yield
+    torch.set_num_threads(before)
+
+
+def config(tmp_path, **kw) -> TrainConfig:
+    base = dict(
+        out_dir=str(tmp_path / "run"), model={"preset": "gpt-tiny"}, seq_len=16, batch_size=4,
+        max_steps=12, warmup_steps=3, eval_interval=100, eval_batches=2, save_interval=100,
+        dtype="float32", progress=False, log_interval=1, lr=3e-3,
+    )  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def losses(trainer) -> list[float]:
+    return [r["loss"] for r in trainer.history]
+
+
+def test_resume_gives_exactly_the_uninterrupted_losses(tmp_path):
+    # dropout (torch RNG) and accumulation on, so RNG and optimizer state both matter
+    cfg = config(tmp_path, model={"preset": "gpt-tiny", "dropout": 0.1}, grad_accum_steps=2,
+                 save_interval=6, keep_last=5)  # fmt: skip
+    full = Trainer(cfg, TOKENS, TOKENS)
+    full.fit()
+    # the run is "killed" after step 6: drop everything written later, then resume
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step_0000012")
+    shutil.rmtree(tmp_path / "run" / "best")
+    resumed = Trainer(cfg, TOKENS, TOKENS, resume=True)
+    resumed.fit()
+    assert [r["step"] for r in resumed.history] == list(range(7, 13))
+    assert losses(resumed) == losses(full)[6:]  # bit-for-bit
+    for a, b in zip(full.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+    steps = [
+        r["step"] for r in map(json.loads, open(tmp_path / "run" / "metrics.jsonl")) if "loss" in r
+    ]
+    assert steps == list(range(1, 13))  # the log has each step once
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="--resume: expected a checkpoint in .*found none"):
+        Trainer(config(tmp_path), TOKENS, TOKENS, resume=True).fit()
+
+
+def test_non_finite_loss_skips_the_step_and_stops_after_max_bad_steps(tmp_path):
+    t = Trainer(config(tmp_path, max_bad_steps=1, max_steps=8), TOKENS, TOKENS)
+    real = t.forward
+
+    def poisoned(**b):  # steps 3 and 5 (0-based 2 and 4) return NaN
+        out = real(**b)
+        if t.step in (2, 4):
+            out.loss = out.loss * float("nan")
+        return out
+
+    t.forward = poisoned
+    before = {}
+
+    def snapshot():
+        before.update({k: v.clone() for k, v in t.model.state_dict().items()})
+
+    orig_step = t.train_step
+
+    def step_and_check():
+        snapshot()
+        rec = orig_step()
+        if "event" in rec:  # a skipped step leaves the weights alone
+            for k, v in t.model.state_dict().items():
+                assert torch.equal(v, before[k]), k
+        return rec
+
+    t.train_step = step_and_check
+    summary = t.fit()
+    events = [r["step"] for r in t.history if r.get("event") == "non_finite_loss"]
+    assert events == [3, 5]
+    assert summary["skipped_steps"] == 2 and summary["steps"] == 5
+    assert "non-finite loss in 2 steps (max_bad_steps=1)" in summary["stop_reason"]
+    assert all(math.isfinite(x) for x in losses(t) if x == x)
+
+
+def test_checkpoint_round_trip_and_keep_last(tmp_path):
+    cfg = config(tmp_path, save_interval=3, keep_last=2, eval_interval=6)
+    t = Trainer(cfg, TOKENS, TOKENS)
+    summary = t.fit()
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path / "run")]
+    assert names == ["step_0000009", "step_0000012"]
+    model, tok, mcfg = ckpt.load_model(tmp_path / "run" / "checkpoints" / "step_0000012")
+    for (k, a), b in zip(model.state_dict().items(), t.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert model.lm_head.weight is model.wte.weight  # the tie survives saving it once
+    assert summary["best_val_loss"] == min(
+        r["val_loss"]
+        for r in map(json.loads, open(tmp_path / "run" / "metrics.jsonl"))
+        if "val_loss" in r
+    )
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
+    assert ckpt.resolve_model_dir(tmp_path / "run") == tmp_path / "run"  # the final export
+
+
+def test_crash_during_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    cfg = config(tmp_path, save_interval=4, keep_last=3, max_steps=8)
+    t = Trainer(cfg, TOKENS, TOKENS)
+    calls = {"n": 0}
+    real_commit = ckpt._commit
+
+    def crash_on_second(tmp, directory):  # temp dir written, then the "process dies"
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed between writing and renaming")
+        return real_commit(tmp, directory)
+
+    monkeypatch.setattr(ckpt, "_commit", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        t.fit()
+    run = tmp_path / "run"
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step_0000004"]
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
+    state, tstate = ckpt.load_training_state(run / "checkpoints" / "step_0000004")
+    assert tstate["step"] == 4 and "optimizer" in state
+    monkeypatch.setattr(ckpt, "_commit", real_commit)
+    resumed = Trainer(cfg, TOKENS, TOKENS, resume=True)
+    resumed.fit()
+    assert resumed.step == 8
+
+
+@pytest.mark.parametrize(
+    "damage,match",
+    [
+        ("truncate", r"model.safetensors is truncated or altered: expected \d+ bytes, got \d+"),
+        ("flip", "model.safetensors is corrupted"),
+        ("manifest", "not a complete checkpoint: manifest.json is missing"),
+    ],
+)
+def test_corrupted_checkpoint_is_a_clear_error(tmp_path, damage, match):
+    Trainer(config(tmp_path, max_steps=2, save_interval=2), TOKENS, TOKENS).fit()
+    d = ckpt.latest_checkpoint(tmp_path / "run")
+    f = d / "model.safetensors"
+    data = bytearray(f.read_bytes())
+    if damage == "truncate":
+        f.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        data[-5] ^= 0xFF
+        f.write_bytes(data)
+    else:
+        (d / "manifest.json").unlink()
+    with pytest.raises(ValueError, match=match):
+        ckpt.load_training_state(d)
+    with pytest.raises(ValueError, match=match):
+        Trainer(config(tmp_path, max_steps=2), TOKENS, TOKENS, resume=True).fit()
+
+
+def test_bf16_autocast_and_gradient_checkpointing_track_float32(tmp_path):
+    runs = {}
+    for name, kw in {
+        "fp32": {},
+        "bf16": {"dtype": "bf16"},
+        "ckpt": {"gradient_checkpointing": True},
+    }.items():
+        t = Trainer(config(tmp_path / name, max_steps=6), TOKENS, TOKENS)
+        t.fit() if name == "fp32" else None
+        if name != "fp32":
+            t = Trainer(config(tmp_path / name, max_steps=6, **kw), TOKENS, TOKENS)
+            t.fit()
+        runs[name] = np.array(losses(t))
+    # recomputing a block in backward is the same float32 arithmetic: equal to rounding
+    np.testing.assert_allclose(runs["ckpt"], runs["fp32"], rtol=1e-6, atol=0)
+    # bf16 keeps 8 bits of mantissa (relative step 2^-8 = 0.4%); the loss is a mean over 60
+    # positions, so it stays within ~0.5% of float32 over these steps
+    np.testing.assert_allclose(runs["bf16"], runs["fp32"], rtol=5e-3, atol=0)
+    assert not np.array_equal(runs["bf16"], runs["fp32"])  # autocast really ran
+
+
+def test_early_stopping(tmp_path):
+    cfg = config(tmp_path, max_steps=40, eval_interval=2, early_stopping_patience=1, lr=0.5,
+                 warmup_steps=0, grad_clip=0.0)  # fmt: skip
+    summary = Trainer(cfg, TOKENS, TOKENS).fit()
+    assert summary["stop_reason"].startswith("early stopping") and summary["steps"] < 40
+
+
+@pytest.mark.parametrize("preset", ["llama-tiny", "bert-tiny"])
+def test_other_models_train(tmp_path, preset):
+    cfg = config(tmp_path, model={"preset": preset}, max_steps=20, eval_interval=20, lr=1e-2)
+    learnable = (np.arange(4000) * 7) % 97  # each token determines its neighbours
+    t = Trainer(cfg, learnable, learnable)
+    summary = t.fit()
+    if preset == "llama-tiny":  # (tiny BERT sees ~2 masked tokens a row: it needs ~150 steps)
+        assert losses(t)[-1] < 0.9 * losses(t)[0]
+    assert all(map(math.isfinite, losses(t))) and summary["best_val_loss"] is not None
+    model, _, mcfg = ckpt.load_model(tmp_path / "run")
+    assert mcfg.model_type == preset.split("-")[0]
+
+
+def test_time_budget_stops_with_a_final_eval_and_checkpoint(tmp_path):
+    summary = Trainer(config(tmp_path, max_steps=1000, max_time_s=1e-9), TOKENS, TOKENS).fit()
+    assert summary["steps"] == 1 and summary["stop_reason"].startswith("time budget")
+    assert summary["best_val_loss"] is not None
+    assert ckpt.latest_checkpoint(tmp_path / "run").name == "step_0000001"
