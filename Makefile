@@ -40,13 +40,19 @@ demo: install data
 	$(VENV)/bin/myllm101 train --config configs/gpt-shakespeare.json --tokenizer=$(DEMO_TOK)
 	$(VENV)/bin/myllm101 sample --model runs/gpt-shakespeare "ROMEO:" --tokens 60 --num-samples 2
 
-# each suite writes its JSON, then its report (REPORT.md / TOKENIZER.md + PNGs in benchmarks/results)
+# each suite writes its JSON, then its report (*.md + PNGs in benchmarks/results); about an hour
 BENCH := $(PY) -m pytest -q -p no:cacheprovider --benchmark-only
 bench: install data
 	$(BENCH) benchmarks/test_layers.py --benchmark-json=benchmarks/results/layers.json
 	$(PY) -m benchmarks.report benchmarks/results/layers.json
 	$(BENCH) benchmarks/test_tokenizer.py --benchmark-json=benchmarks/results/tokenizer_bench.json
 	$(PY) -m benchmarks.tokenizer_report benchmarks/results/tokenizer_bench.json
+	$(BENCH) benchmarks/test_models.py -k "not smoke" --benchmark-json=benchmarks/results/models.json
+	$(PY) -m benchmarks.ratio_report benchmarks/results/models.json --name MODELS --title "Models"
+	$(BENCH) benchmarks/test_training.py -k "not smoke" --benchmark-json=benchmarks/results/training.json
+	$(PY) -m benchmarks.ratio_report benchmarks/results/training.json --name TRAINING --title "Training"
+	$(BENCH) benchmarks/test_hub.py -k "not smoke" --benchmark-json=benchmarks/results/hub.json
+	$(PY) -m benchmarks.ratio_report benchmarks/results/hub.json --name HUB --title "Pretrained models"
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

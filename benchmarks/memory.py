@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
 from collections.abc import Callable
 
@@ -39,11 +40,13 @@ def peak_torch_mb(fn: Callable[[], object], device: str = "cpu") -> float:
         return (torch.cuda.max_memory_allocated() - base) / MB
     from torch.profiler import ProfilerActivity, profile
 
+    gc.collect()  # garbage from before the call must not be freed (and subtracted) inside it
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     # self memory = what an op allocated minus what it freed, excluding its children; frees that
     # happen between ops (a tensor going out of scope) show up as negative "[memory]" events.
     events = sorted(prof.events(), key=lambda e: e.time_range.start)
+    gc.collect()  # the profiler's garbage, now, rather than inside a later timed round
     running = peak = 0
     for e in events:
         running += e.self_cpu_memory_usage

@@ -4,16 +4,18 @@ throughput against Hugging Face transformers, and generation with vs without the
     pytest benchmarks/test_models.py --benchmark-only                  # everything (minutes)
     pytest benchmarks/test_models.py -k "smoke" --benchmark-disable    # tiny shapes, seconds
 
-Three families, each row's baseline measured in the same run (``benchmark.group`` pairs them):
+Three families, each row's baseline measured in the same run (``benchmark.group`` pairs them;
+``benchmarks/ratio_report.py`` writes MODELS.md with ratios, tokens/s and MFU against the matmul
+peak that ``test_matmul_peak`` measures in the same run):
 
 - ``test_model``: forward and forward+backward of GPT / LLaMA / BERT at the tiny preset and at a
   GPT-2-small-like width (768, 12 heads, real vocabularies) shortened to 4 layers and B=2, T=128
   so the NumPy reference finishes in seconds (stated in ``extra_info["note"]``).
 - ``test_training_throughput``: one AdamW step of the fast GPT vs HF ``GPT2LMHeadModel`` and the
   fast LLaMA vs HF ``LlamaForCausalLM`` at the same config (6 layers, width 384, T=256, vocab 8192,
-  batch 8); ``extra_info["tokens_per_s"]``. transformers is a benchmark peer only.
-- ``test_generation``: greedy tokens/s of the fast GPT for 128 and 512 new tokens, with and
-  without the KV cache.
+  batch 8), fp32 and bf16 autocast; transformers is the baseline (a benchmark peer only).
+- ``test_generation``: greedy tokens/s of the fast GPT for 128 and 512 new tokens, with the KV
+  cache against the no-cache baseline.
 
 The "smoke" ids run the same code at tiny shapes (tests/test_generate.py runs them, no timings).
 """
@@ -21,11 +23,13 @@ The "smoke" ids run the same code at tiny shapes (tests/test_generate.py runs th
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
 import torch
 
+from benchmarks.matmul_peak import test_matmul_peak  # noqa: F401  (MFU denominator, same run)
 from benchmarks.memory import peak_numpy_mb, peak_torch_mb
 from myllm101.config import BertConfig, GPTConfig, LlamaConfig, get_preset
 from myllm101.fast.bert import Bert
@@ -35,6 +39,7 @@ from myllm101.fast.llama import Llama
 from myllm101.reference import bert as ref_bert
 from myllm101.reference import gpt as ref_gpt
 from myllm101.reference import llama as ref_llama
+from myllm101.train.metrics import train_flops_per_token
 
 # ---- forward / forward+backward, reference vs fast ------------------------------------------
 
@@ -96,10 +101,11 @@ MODEL_PARAMS = [
 ]
 
 
-def _per_s(count: int, benchmark) -> float | None:
-    """count / median round time; None under --benchmark-disable (nothing was timed)."""
-    stats = getattr(benchmark, "stats", None)
-    return None if stats is None else count / stats.stats.median
+def _flops(cfg, T: int) -> int:
+    """Training FLOPs per token of a model with this config (see train_flops_per_token)."""
+    torch.manual_seed(0)
+    n_params = sum(p.numel() for p in ARCH[cfg.model_type][0](cfg).parameters())
+    return train_flops_per_token(n_params, cfg.n_layer, cfg.n_embd, T)
 
 
 def _ids(cfg, B: int, T: int, seed: int = 0) -> np.ndarray:
@@ -154,10 +160,13 @@ def test_model(benchmark, arch, size, impl, mode):
         fn()
         peak = peak_torch_mb(fn)
     benchmark.group = f"model {arch} {size} {mode}"
+    flops = _flops(cfg, T) * B * T // (1 if mode == "forward+backward" else 3)
     benchmark.extra_info.update(
         component=arch, size=size, shape=f"B={B} T={T} L={cfg.n_layer} C={cfg.n_embd} "
-        f"V={cfg.vocab_size}", impl=impl, mode=mode, peak_mb=peak,
+        f"V={cfg.vocab_size}", impl=impl, mode=mode, peak_mb=peak, baseline=impl == "reference",
+        count=B * T, unit="tokens", flops=flops, dtype="bf16" if impl == "fast-bf16" else "fp32",
         note=note + ("; " + COMPILE_NOTE if impl == "fast-compile" else ""),
+        loadavg=os.getloadavg()[0],
     )  # fmt: skip
     benchmark.pedantic(fn, rounds=3 if size != "tiny" else 10, iterations=1, warmup_rounds=0)
 
@@ -169,9 +178,10 @@ TRAIN = {  # name -> (n_layer, n_embd, n_head, vocab, T, batch, rounds)
     "smoke": (2, 32, 2, 97, 16, 2, 2),
 }
 TRAIN_PARAMS = [
-    pytest.param(arch, impl, size, id=f"train-{arch}-{impl}-{size}")
+    pytest.param(arch, impl, size, dtype, id=f"train-{arch}-{impl}-{dtype}-{size}")
     for size in TRAIN
     for arch in ("gpt", "llama")
+    for dtype in ("fp32", "bf16")
     for impl in ("fast", "hf")
 ]
 
@@ -208,8 +218,8 @@ def _hf_model(arch: str, cfg):
     return transformers.LlamaForCausalLM(hf_cfg)
 
 
-@pytest.mark.parametrize("arch,impl,size", TRAIN_PARAMS)
-def test_training_throughput(benchmark, arch, impl, size):
+@pytest.mark.parametrize("arch,impl,size,dtype", TRAIN_PARAMS)
+def test_training_throughput(benchmark, arch, impl, size, dtype):
     *_, T, B, rounds = TRAIN[size]
     cfg = _train_config(arch, size)
     torch.manual_seed(0)
@@ -225,21 +235,26 @@ def test_training_throughput(benchmark, arch, impl, size):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(ids)
+        with torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bf16"):
+            loss = loss_fn(ids)
         loss.backward()
         opt.step()
         return loss
 
     step()  # warm-up: allocates the optimizer state
     peak = peak_torch_mb(step)
-    benchmark.group = f"train {arch} {size}"
+    benchmark.group = f"train {arch} {size} {dtype}"
     result = benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=0)
     assert torch.isfinite(result)
     n_params = sum(p.numel() for p in model.parameters())
     benchmark.extra_info.update(
-        component=f"train-{arch}", size=size, impl=impl, mode="train step (AdamW)",
+        component=f"train-{arch}", size=size, impl=f"{impl}-{dtype}",
+        mode="train step (AdamW)" + (", bf16 autocast" if dtype == "bf16" else ""),
         shape=f"B={B} T={T} L={cfg.n_layer} C={cfg.n_embd} V={cfg.vocab_size}",
-        params=n_params, peak_mb=peak, tokens_per_s=_per_s(B * T, benchmark),
+        params=n_params, peak_mb=peak, baseline=impl == "hf", count=B * T, unit="tokens",
+        flops=train_flops_per_token(n_params, cfg.n_layer, cfg.n_embd, T) * B * T, dtype=dtype,
+        target="target: ours >= 1.3x transformers' tokens/s (fp32 and bf16)",
+        loadavg=os.getloadavg()[0],
     )  # fmt: skip
 
 
@@ -274,5 +289,7 @@ def test_generation(benchmark, new, use_cache):
     benchmark.extra_info.update(
         component="generate-gpt", size=new, impl="kv-cache" if use_cache else "no-cache",
         mode="greedy, batch 1", shape=f"prompt={prompt_len} new={n_new} L={cfg.n_layer} "
-        f"C={cfg.n_embd} V={cfg.vocab_size}", tokens_per_s=_per_s(n_new, benchmark),
+        f"C={cfg.n_embd} V={cfg.vocab_size}", baseline=not use_cache, count=n_new,
+        unit="tokens", peak_mb=None, target="target: KV cache >= 10x at 512 new tokens",
+        loadavg=os.getloadavg()[0],
     )  # fmt: skip

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import report
+from benchmarks import ratio_report, report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,3 +73,48 @@ def test_report_rows_pair_reference_with_fast():
     assert row["speedup"] == pytest.approx(4.0)
     assert row["ref_mb"] == 2.0 and row["fast_mb"] == 1.0
     assert "| x | s | forward | 4.000 | 1.000 | 4.00x | 2.0 | 1.0 |" in report.markdown([row], {})
+
+
+@pytest.mark.slow
+def test_model_benchmarks_run_and_report(tmp_path):
+    """The model suite's tiny variant plus the matmul peak, then MODELS.md with ratios and MFU."""
+    out = tmp_path / "models.json"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+           "benchmarks/test_models.py", "-k", "smoke or matmul", "--benchmark-only",
+           f"--benchmark-json={out}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ratio_report.main([str(out), "--name", "MODELS", "--title", "Models", "--out", str(tmp_path)])
+    groups = ratio_report.load_groups(json.loads(out.read_text()))
+    assert {"matmul peak", "model gpt tiny forward", "train gpt smoke bf16"} <= set(groups)
+    for name, rows in groups.items():
+        if name != "matmul peak":
+            assert sum(bool(r.get("baseline")) for r in rows) == 1, name
+    text = (tmp_path / "MODELS.md").read_text()
+    assert "## generate smoke new tokens" in text and "(baseline)" in text and "%" in text
+    assert (tmp_path / "models.png").stat().st_size > 1000
+
+
+def _bench(group, impl, median, **info):
+    return {"group": group, "name": impl, "stats": {"median": median},
+            "extra_info": {"impl": impl, "mode": "m", "shape": "s", **info}}  # fmt: skip
+
+
+def test_ratio_report_divides_by_the_baseline_and_the_measured_peak():
+    data = {
+        "benchmarks": [
+            _bench("matmul peak", "fp32", 0.5, dtype="fp32", flops=100e9),  # 200 GFLOP/s
+            _bench("g", "slow", 0.2, baseline=True, count=1000, unit="tokens", peak_mb=3.0),
+            _bench("g", "quick", 0.05, count=1000, unit="tokens", flops=5e9, dtype="fp32"),
+        ]
+    }
+    groups = ratio_report.load_groups(data)
+    peak = ratio_report.peaks(groups)
+    ratio_report.add_ratios(groups, peak)
+    assert peak == {"fp32": pytest.approx(200e9)}
+    slow, quick = groups["g"]
+    assert slow["ratio"] == pytest.approx(1.0) and quick["ratio"] == pytest.approx(4.0)
+    assert quick["per_s"] == pytest.approx(20000) and quick["mfu"] == pytest.approx(0.5)
+    text = ratio_report.markdown(groups, peak, "T", {"cpu": "c", "cores": 2, "python": "p"})
+    assert "| quick | m | 50.00 | 4.00x | 20,000.0 | 50.0% | - |" in text
+    assert "| slow (baseline) | m | 200.00 | 1.00x | 5,000.0 | - | 3.0 |" in text

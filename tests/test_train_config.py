@@ -1,6 +1,7 @@
 """TrainConfig: JSON + --key=value overrides, and validation messages; the train CLI."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,3 +96,22 @@ def test_cli_train_plot_sample(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(str(tmp_path / "run" / "loss.png"))
     assert main(["train", "--config", str(tmp_path / "c.json"), "--lr=oops"]) == 2
     assert "lr: expected float, got str 'oops'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", ["gpt", "llama", "bert"])
+def test_pretrain_presets_equal_the_config_files(arch):
+    from myllm101.train.presets import PRETRAIN
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{arch}-shakespeare.json"
+    assert json.loads(path.read_text()) == PRETRAIN[arch]
+    cfg = TrainConfig.from_dict(PRETRAIN[arch])  # valid as it stands
+    assert cfg.model["model_type"] == arch
+
+
+def test_cli_train_arch_defaults_with_overrides(tmp_path, capsys):
+    # --arch picks the preset; overrides point it at a missing tokenizer: the error names it
+    code = main(["train", "--arch", "llama", f"--out_dir={tmp_path}", "--tokenizer=nope/tok"])
+    assert code == 2
+    assert "nope/tok" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one source of settings at a time
+        main(["train", "--arch", "llama", "--config", "c.json"])

@@ -4,6 +4,10 @@ bf16 autocast and gradient checkpointing against float32, BERT and LLaMA runs.""
 import json
 import math
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -142,6 +146,44 @@ def test_crash_during_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch)
     assert resumed.step == 8
 
 
+KILL_MID_SAVE = """
+import os, signal, sys
+import numpy as np
+from myllm101.train import TrainConfig, Trainer, checkpoint
+real = checkpoint.save_file
+def dying_save(tensors, path, metadata=None):
+    real(tensors, path, metadata=metadata)
+    if "step_0000008" in str(path):  # the second checkpoint: half its weights, then SIGKILL
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+checkpoint.save_file = dying_save
+cfg = TrainConfig(**{cfg!r})
+Trainer(cfg, np.arange(4000) % 97, np.arange(4000) % 97).fit()
+"""
+
+
+@pytest.mark.slow
+def test_process_killed_mid_save_leaves_the_previous_checkpoint(tmp_path):
+    """A real SIGKILL while the second checkpoint's weights are half written."""
+    cfg = config(tmp_path, save_interval=4, keep_last=3, max_steps=8, eval_interval=4)
+    script = textwrap.dedent(KILL_MID_SAVE).format(cfg=cfg.to_dict())
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    run = tmp_path / "run"
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step_0000004"]
+    assert [p.name[:5] for p in (run / "checkpoints").iterdir()] == ["step_", ".tmp-"]
+    state, tstate = ckpt.load_training_state(run / "checkpoints" / "step_0000004")
+    assert tstate["step"] == 4 and "optimizer" in state
+    resumed = Trainer(config(tmp_path, save_interval=4, keep_last=3, max_steps=8),
+                      np.arange(4000) % 97, np.arange(4000) % 97, resume=True)  # fmt: skip
+    resumed.fit()
+    assert resumed.step == 8
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["step_0000004", "step_0000008"]  # the half-written temp dir was cleaned up
+
+
 @pytest.mark.parametrize(
     "damage,match",
     [
@@ -214,3 +256,14 @@ def test_time_budget_stops_with_a_final_eval_and_checkpoint(tmp_path):
     assert summary["steps"] == 1 and summary["stop_reason"].startswith("time budget")
     assert summary["best_val_loss"] is not None
     assert ckpt.latest_checkpoint(tmp_path / "run").name == "step_0000001"
+
+
+def test_clean_interrupted_saves_restores_a_moved_aside_directory(tmp_path):
+    (tmp_path / ".tmp-best-1a2b3c4d").mkdir()  # half written: deleted
+    (tmp_path / ".old-best-5e6f7a8b").mkdir()  # moved aside, replacement never renamed in: restored
+    (tmp_path / ".old-best-5e6f7a8b" / "model.safetensors").write_bytes(b"x")
+    (tmp_path / "step_0000004").mkdir()
+    (tmp_path / ".old-step_0000004-99999999").mkdir()  # its replacement landed: deleted
+    ckpt.clean_interrupted_saves(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "step_0000004"]
+    assert (tmp_path / "best" / "model.safetensors").read_bytes() == b"x"

@@ -209,6 +209,26 @@ def prune_checkpoints(run_dir, keep_last: int) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def clean_interrupted_saves(parent) -> None:
+    """Tidy what a process killed mid-save leaves in ``parent``: half-written ``.tmp-*`` dirs
+    are deleted; an ``.old-NAME-*`` dir (moved aside just before its replacement was renamed in)
+    is put back when NAME is missing, else deleted. Complete checkpoints are never touched."""
+    parent = Path(parent)
+    if not parent.is_dir():
+        return
+    for p in sorted(parent.iterdir()):
+        if not p.is_dir():
+            continue
+        if p.name.startswith(".tmp-"):
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith(".old-"):
+            name = p.name[len(".old-") :].rsplit("-", 1)[0]
+            if (parent / name).exists():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                os.replace(p, parent / name)
+
+
 def resolve_model_dir(path) -> Path:
     """A model directory (has config.json + model.safetensors), or a run directory: its export,
     else best/, else the latest checkpoint."""

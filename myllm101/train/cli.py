@@ -1,7 +1,8 @@
 """``myllm101 train | plot | sample``: thin commands over the trainer.
 
     myllm101 train --config configs/gpt-shakespeare.json [--key=value ...] [--resume]
-    torchrun --nproc_per_node=2 -m myllm101 train --config ...        (DDP; gloo on CPU)
+    myllm101 train --arch llama [--key=value ...]       (train/presets.py defaults, no file needed)
+    torchrun --nproc_per_node=2 -m myllm101 train --config ... [--distributed=fsdp]  (gloo on CPU)
     myllm101 plot RUN_DIR                                              -> RUN_DIR/loss.png
     myllm101 sample --model RUN_DIR "To be" [--tokens 200 --temperature 0.8 --top-k 50]
 
@@ -18,20 +19,31 @@ from pathlib import Path
 def cmd_train(args: argparse.Namespace) -> int:
     from myllm101.train import TrainConfig, Trainer
     from myllm101.train import distributed as dist
+    from myllm101.train.checkpoint import load_model
+    from myllm101.train.config import apply_overrides
 
     unknown = [a for a in args.overrides if not a.startswith("--")]
     if unknown:
         raise ValueError(f"train: expected --key=value overrides, got {unknown}")
-    cfg = TrainConfig.from_file(args.config, args.overrides)
+    if args.config is None:
+        from myllm101.train.presets import PRETRAIN
+
+        cfg = TrainConfig.from_dict(apply_overrides(PRETRAIN[args.arch], args.overrides))
+    else:
+        cfg = TrainConfig.from_file(args.config, args.overrides)
     trainer = Trainer(cfg, resume=args.resume)
     try:
         summary = trainer.fit()
         if trainer.dist.is_main:
             print_summary(summary, cfg)
             if cfg.sample_tokens and trainer.model_cfg.model_type != "bert":
+                # FSDP's sharded model needs every rank for a forward: sample the saved export
+                model = trainer.model
+                if dist.is_sharded(trainer.wrapped):
+                    model = load_model(cfg.out_dir)[0].to(trainer.device)
                 print("--- samples ---")
                 for i in range(2):
-                    text = sample_text(trainer.model, trainer.tokenizer, cfg.sample_prompt,
+                    text = sample_text(model, trainer.tokenizer, cfg.sample_prompt,
                                        cfg.sample_tokens, 0.8, 50, seed=i)  # fmt: skip
                     print(text)
                     print("---")
@@ -51,8 +63,8 @@ def print_summary(s: dict, cfg) -> None:
 
 def sample_text(model, tokenizer, prompt: str, n_tokens: int, temperature: float, top_k: int,
                 seed: int = 0) -> str:  # fmt: skip
-    """Continue ``prompt``; uses fast.generate (KV cache) when present, else a plain loop."""
-    import torch
+    """Continue ``prompt`` (KV-cache sampling, fast/generate.py); decoded text."""
+    from myllm101.fast.generate import generate
 
     ids = tokenizer.encode(prompt, allowed_special="all") or [0]
     block = model.cfg.block_size
@@ -61,20 +73,7 @@ def sample_text(model, tokenizer, prompt: str, n_tokens: int, temperature: float
     was_training = model.training
     model.eval()
     try:
-        from myllm101.fast.generate import generate
-
         out = generate(model, ids, n_tokens, temperature=temperature, top_k=top_k, seed=seed)
-    except ImportError:
-        g = torch.Generator().manual_seed(seed)
-        x = torch.tensor([ids], device=next(model.parameters()).device)
-        with torch.no_grad():
-            for _ in range(n_tokens):
-                logits = model(x[:, -block:]).logits[0, -1].float() / max(temperature, 1e-6)
-                kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-                probs = torch.softmax(logits.masked_fill(logits < kth, -float("inf")), -1)
-                nxt = torch.multinomial(probs.cpu(), 1, generator=g).to(x.device)
-                x = torch.cat([x, nxt[None]], dim=1)
-        out = x[0].tolist()
     finally:
         model.train(was_training)
     return tokenizer.decode(out)
@@ -121,7 +120,10 @@ def _safe(func):
 
 def add_subparsers(sub) -> None:
     p = sub.add_parser("train", help="train a model (GPT / LLaMA / BERT) from a JSON config")
-    p.add_argument("--config", help="JSON TrainConfig (see configs/)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--config", help="JSON TrainConfig (see configs/)")
+    src.add_argument("--arch", choices=["gpt", "llama", "bert"], default="gpt",
+                     help="without --config: this architecture's pretraining defaults")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.set_defaults(func=_safe(cmd_train), overrides=[])
     p = sub.add_parser("plot", help="loss-curve PNG of a run")

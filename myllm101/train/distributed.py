@@ -1,5 +1,9 @@
 """torchrun support: process group set-up, model wrapping (DDP or FSDP), small collectives.
 
+FSDP is torch's per-parameter sharding (``fully_shard``, "FSDP2"): each transformer block is one
+all-gather unit and the root holds the embeddings and head. Unlike the older
+``FullyShardedDataParallel`` wrapper it runs on CPU with gloo, so it is tested here.
+
 ``torchrun --nproc_per_node=N -m myllm101 train ...`` sets RANK / WORLD_SIZE / LOCAL_RANK; we join
 the group with gloo on CPU and nccl on CUDA. Without those variables everything here is a no-op
 and the trainer runs as one process.
@@ -7,7 +11,9 @@ and the trainer runs as one process.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -46,19 +52,61 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
+def blocks_of(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The repeated transformer blocks (GPT: ``h``; LLaMA and BERT: ``layers``)."""
+    blocks = getattr(model, "h", None) or getattr(model, "layers", None)
+    if blocks is None:
+        raise ValueError(f"fsdp: {type(model).__name__} has no block list (h or layers)")
+    return blocks
+
+
 def wrap(model: torch.nn.Module, info: DistInfo, kind: str, device: torch.device):
-    """DDP (gradients averaged in backward) or FSDP (parameters sharded over ranks)."""
+    """DDP (gradients averaged in backward) or FSDP (parameters sharded over ranks, in place)."""
     if not info.enabled:
         return model
     if kind == "fsdp":
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.fsdp import fully_shard
 
-        return FSDP(
-            model, use_orig_params=True, device_id=device if device.type == "cuda" else None
-        )
+        for block in blocks_of(model):
+            fully_shard(block)
+        fully_shard(model)  # the root: embeddings, final norm, (tied) head
+        return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+@contextlib.contextmanager
+def no_sync(model: torch.nn.Module) -> Iterator[None]:
+    """Skip the gradient all-reduce / reduce-scatter (accumulation micro-steps)."""
+    if is_sharded(model):
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    elif hasattr(model, "no_sync"):
+        with model.no_sync():
+            yield
+    else:
+        yield
+
+
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """The global gradient norm (clipped to ``max_norm``) also when the gradients are shards."""
+    from myllm101.fast.optim import clip_grad_norm as clip_local
+
+    params = list(params)
+    if params and any(isinstance(p, torch.distributed.tensor.DTensor) for p in params):
+        # torch's clip reduces the shards' partial norms over ranks; same clipping rule as ours
+        return torch.nn.utils.clip_grad_norm_(params, max_norm).full_tensor()
+    return clip_local(params, max_norm)
 
 
 def mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -84,14 +132,43 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def full_state_dict(model) -> dict | None:
-    """The unsharded state_dict on rank 0 (FSDP gathers; DDP unwraps)."""
-    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+def _full_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-    if isinstance(model, FSDP):
-        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
-        cfg = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
-        with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, cfg):
-            return model.state_dict()
+
+def full_state_dict(model) -> dict:
+    """The unsharded state_dict (FSDP gathers, every rank must call; only rank 0 gets it, the
+    others an empty dict; DDP unwraps)."""
+    if is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(model, options=_full_options())
     return getattr(model, "module", model).state_dict()
+
+
+def full_optimizer_state(model, optimizer) -> dict:
+    """The optimizer state, gathered to rank 0 and keyed by parameter name under FSDP."""
+    if is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        return get_optimizer_state_dict(model, optimizer, options=_full_options())
+    return optimizer.state_dict()
+
+
+def load_full_state(model, optimizer, model_sd: dict, optim_sd: dict) -> None:
+    """Inverse of the two above: every rank passes the full dicts and keeps its shards."""
+    if is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        opts = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(model, model_sd, options=opts)
+        set_optimizer_state_dict(model, optimizer, optim_sd, options=opts)
+        return
+    getattr(model, "module", model).load_state_dict(model_sd)
+    optimizer.load_state_dict(optim_sd)

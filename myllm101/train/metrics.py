@@ -31,6 +31,14 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
 
+def train_flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: int) -> int:
+    """FLOPs of one training token (forward + backward = 3x forward), as in the PaLM appendix:
+    6 per parameter (2 forward, 4 backward) plus the attention scores and weighted sums,
+    6 * 2 * n_layer * n_embd * seq_len (counted for the full T x T square, as PaLM and nanoGPT do).
+    A forward-only pass is one third of it."""
+    return 6 * n_params + 12 * n_layer * n_embd * seq_len
+
+
 def read_metrics(path) -> list[dict]:
     out = []
     for line in Path(path).read_text().splitlines():

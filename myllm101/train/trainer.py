@@ -31,11 +31,11 @@ import torch
 from myllm101.config import config_from_dict, get_preset
 from myllm101.data.batches import SAMPLERS, SequentialWindows
 from myllm101.data.mlm import MLMBatches, bert_specials
-from myllm101.fast.optim import clip_grad_norm, make_adamw, param_groups
+from myllm101.fast.optim import make_adamw, param_groups
 from myllm101.train import checkpoint as ckpt
 from myllm101.train import distributed as dist
 from myllm101.train.config import TrainConfig
-from myllm101.train.metrics import MetricsLog, plot_loss_curve
+from myllm101.train.metrics import MetricsLog, plot_loss_curve, train_flops_per_token
 from myllm101.train.schedule import make_scheduler
 
 
@@ -226,8 +226,8 @@ class Trainer:
         total, n_tokens = torch.zeros((), device=self.device, dtype=torch.float64), 0
         for m in range(accum):
             b = self.batch(self.step * accum + m)
-            sync_now = m == accum - 1 or not hasattr(self.wrapped, "no_sync")
-            ctx = contextlib.nullcontext() if sync_now else self.wrapped.no_sync()
+            sync_now = m == accum - 1
+            ctx = contextlib.nullcontext() if sync_now else dist.no_sync(self.wrapped)
             with ctx:
                 with self.autocast():
                     loss = self.forward(**b).loss
@@ -242,7 +242,7 @@ class Trainer:
         skip = not math.isfinite(loss)
         if not skip and cfg.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            norm = float(clip_grad_norm(params, cfg.grad_clip))
+            norm = float(dist.clip_grad_norm(params, cfg.grad_clip))
             rec["grad_norm"] = norm
             skip = not math.isfinite(norm) and not self.scaler.is_enabled()
         if skip:
@@ -273,7 +273,7 @@ class Trainer:
     # ---- checkpoints ----
     def training_state(self) -> dict:
         state = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": dist.full_optimizer_state(self.wrapped, self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng_torch": torch.get_rng_state(),
@@ -291,28 +291,28 @@ class Trainer:
         }  # fmt: skip
 
     def _model_to_save(self):
-        if self.cfg.distributed == "fsdp" and self.dist.enabled:
-            sd = dist.full_state_dict(self.wrapped)  # every rank takes part
+        if dist.is_sharded(self.wrapped):
+            sd = dist.full_state_dict(self.wrapped)  # every rank takes part in the gather
             if not self.dist.is_main:
                 return None
-            m = build_model(self.model_cfg)
+            m = build_model(self.model_cfg).to(self.param_dtype)
             m.load_state_dict(sd)
             return m
         return self.model
 
     def save(self, directory: Path) -> None:
         model = self._model_to_save()
+        state = self.training_state()  # under FSDP a collective too: every rank calls it
         if self.dist.is_main:
             ckpt.save_checkpoint(directory, model, self.model_cfg, self.cfg.to_dict(),
-                                 self.training_state(), self.trainer_state(), self.tokenizer)  # fmt: skip
+                                 state, self.trainer_state(), self.tokenizer)  # fmt: skip
         dist.barrier(self.dist)
 
     def load(self, directory: Path) -> None:
-        if self.cfg.distributed == "fsdp" and self.dist.enabled:
-            raise ValueError("resume: not supported with distributed=fsdp yet (use ddp)")
         state, tstate = ckpt.load_training_state(directory)
-        ckpt.load_weights(self.model, directory)
-        self.optimizer.load_state_dict(state["optimizer"])
+        plain = build_model(self.model_cfg).to(self.param_dtype)
+        ckpt.load_weights(plain, directory)
+        dist.load_full_state(self.wrapped, self.optimizer, plain.state_dict(), state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_torch"])
@@ -326,6 +326,10 @@ class Trainer:
     def fit(self) -> dict:
         cfg, main = self.cfg, self.dist.is_main
         self.t0 = time.perf_counter()
+        if main:  # a run killed while saving left a temp dir (or a moved-aside "best")
+            ckpt.clean_interrupted_saves(self.out_dir / "checkpoints")
+            ckpt.clean_interrupted_saves(self.out_dir)
+        dist.barrier(self.dist)
         if self.resume:
             last = ckpt.latest_checkpoint(self.out_dir)
             if last is None:
@@ -335,7 +339,8 @@ class Trainer:
             self.load(last)
         log = MetricsLog(self.out_dir / "metrics.jsonl", main, self.step if self.resume else None)
         peak = measure_matmul_flops(self.device, self.autocast_dtype or self.param_dtype)
-        flops_per_token = 6 * self.n_params
+        mc = self.model_cfg
+        flops_per_token = train_flops_per_token(self.n_params, mc.n_layer, mc.n_embd, cfg.seq_len)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step",

@@ -1,0 +1,37 @@
+"""The machine's matmul peak, measured in the same run as the models (the MFU denominator).
+
+A suite that reports MFU imports ``test_matmul_peak`` into its module, so pytest runs it with the
+suite: ``benchmarks/ratio_report.py`` divides each row's achieved FLOP/s (``extra_info["flops"]``
+per round / median time) by the peak of the row's ``extra_info["dtype"]`` from the same JSON.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+N = 1024  # square fp32 / bf16 matmul: large enough to reach the BLAS peak, ~0.1 s per round here
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+def test_matmul_peak(benchmark, dtype):
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(N, N, generator=g).to(DTYPES[dtype])
+    b = torch.randn(N, N, generator=g).to(DTYPES[dtype])
+    reps = 8
+
+    def run():
+        for _ in range(reps):
+            torch.mm(a, b)
+
+    run()  # warm-up (thread pool, packing buffers)
+    benchmark.group = "matmul peak"
+    benchmark.extra_info.update(
+        component="matmul-peak", size=f"{N}x{N}", impl=dtype, mode=f"{reps} x torch.mm",
+        shape=f"{N}x{N} @ {N}x{N}", dtype=dtype, flops=2 * N**3 * reps, peak_mb=0.0,
+        loadavg=os.getloadavg()[0],
+    )  # fmt: skip
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=0)

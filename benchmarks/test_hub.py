@@ -1,0 +1,309 @@
+"""Real pretrained models on CPU: SmolLM2-135M-Instruct (from its shipped GGUF) and MiniLM
+(all-MiniLM-L6-v2), ours against transformers / sentence-transformers in the same run.
+
+    pytest benchmarks/test_hub.py -k "not smoke" --benchmark-only --benchmark-json=hub.json
+    python -m benchmarks.ratio_report hub.json --name HUB --title "Pretrained models"
+    pytest benchmarks/test_hub.py -k smoke --benchmark-only     # a handful of tokens (seconds)
+
+Groups (``benchmarks/ratio_report.py`` conventions; the Hugging Face side is each group's
+baseline):
+
+- "smollm2 prefill": one forward pass over a 128-token prompt (no generation, no cache),
+  ``transformers-fp32`` vs ``ours-fp32`` and ``ours-bf16`` (bf16 weights: ``model.to(bfloat16)``,
+  not autocast); count = prompt tokens.
+- "smollm2 decode": greedy generation of 64 new tokens after a short chat prompt, both with their
+  KV cache (transformers' ``generate(do_sample=False, min_new_tokens=64)``, ours
+  ``fast.generate.generate``); count = new tokens (the time includes the short prompt's prefill).
+- "smollm2 load": model + tokenizer from the GGUF (dequantized to float32 on both sides).
+- "minilm embed": 64 varied sentences in batches of 32, ours (fast) vs ``SentenceTransformer``
+  on the same local directory; tokenization included on both sides.
+
+transformers' model is built the way parity_tests/test_smollm2.py builds it: transformers' own
+config, GGUF dequantization and q/k un-permutation, in float32. ``from_pretrained(gguf_file=...)``
+does the same but needs ``accelerate`` (not installed); its GGUF default dtype is float16, which
+is very slow on this CPU, hence float32 (as ``dtype=torch.float32`` would give).
+
+The "smoke" ids run the same code on the real models with a handful of tokens (prompt 8, 4 new
+tokens, 4 sentences) in their own "... smoke" groups (tests/test_hub_bench_smoke.py runs them);
+the load group has none.
+Every model is loaded once per module (fixtures), except in the load group.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.memory import peak_torch_mb
+
+PREFILL_TEXT = (
+    "Transformers process a sequence of tokens in parallel: every position attends to all "
+    "earlier positions through scaled dot-product attention, and a feed-forward network then "
+    "transforms each position on its own. Large language models stack dozens of such blocks. "
+    "During generation the keys and values of earlier tokens are kept in a cache, so that each "
+    "new token costs one small forward pass instead of a pass over the whole sequence. On a CPU, "
+    "this decoding step is limited by how fast the weights can be read from memory, while the "
+    "processing of a long prompt is limited by the speed of matrix multiplication. Quantized "
+    "formats such as GGUF store the weights in four or eight bits to save memory and bandwidth, "
+    "and the loader turns them back into floating point numbers before use."
+)
+DECODE_CHAT = [  # a short chat prompt (24 tokens) that greedy decoding does not end within 64
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "What is a transformer language model?"},
+]
+SUBJECTS = ["A man", "The girl", "Two children", "A scientist", "My neighbour", "The old dog",
+            "A team of engineers", "Someone"]  # fmt: skip
+ACTIONS = ["is eating food", "is playing the violin", "reads a long book about history",
+           "is riding a white horse on an enclosed ground", "writes code in Python",
+           "walks through the rainy streets of the city", "repairs a bicycle",
+           "explains retrieval-augmented generation to a friend"]  # fmt: skip
+TAILS = ["", " while it rains", ", and everyone in the room seems happy about it",
+         " because the weather is warm and sunny today, which rarely happens in November"]  # fmt: skip
+SENTENCES = [
+    f"{SUBJECTS[i % 8]} {ACTIONS[(3 * i + i // 8) % 8]}{TAILS[(i // 2) % 4]}." for i in range(64)
+]
+
+SIZES = {  # name -> (prefill prompt tokens, new tokens, sentences, rounds: prefill, decode, embed)
+    "": (128, 64, 64, (5, 3, 5)),
+    "smoke": (8, 4, 4, (2, 2, 2)),
+}
+SIZE_IDS = [pytest.param(s, id=s or "full") for s in SIZES]
+SMOLLM2_IMPLS = ("transformers-fp32", "ours-fp32", "ours-bf16")
+PREFILL_TARGET = "target: ours >= 1.2x transformers' prefill tokens/s (fp32)"
+DECODE_TARGET = (
+    "target: cached decode ours-fp32 >= 2x transformers-fp32 (memory bandwidth, ~22 GB/s here, "
+    "caps fp32 weights at ~43 tokens/s); ours-bf16 >= 65 tokens/s"
+)
+
+
+def _group(name: str, size: str) -> str:
+    return f"{name} {size}" if size else name
+
+
+def _gguf_path():
+    pytest.importorskip("gguf")
+    from myllm101.hub.smollm2 import gguf_path
+
+    try:
+        path = gguf_path()
+    except ValueError as e:
+        pytest.skip(str(e))
+    if not path.is_file():
+        pytest.skip(f"{path}: not found")
+    return path
+
+
+def load_ours(path):
+    from myllm101.hub.smollm2 import load_gguf_llama
+
+    return load_gguf_llama(path)  # (fast Llama fp32 in eval mode, our BPE tokenizer)
+
+
+def load_transformers(path, tokenizer: bool = True):
+    """(LlamaForCausalLM float32 in eval mode, tokenizer or None), as parity_tests builds it."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.initialization import no_init_weights
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    kw = dict(gguf_file=path.name, local_files_only=True)
+    tok = transformers.AutoTokenizer.from_pretrained(path.parent, **kw) if tokenizer else None
+    config = transformers.AutoConfig.from_pretrained(path.parent, **kw)
+    with no_init_weights():  # the weights come from the file
+        model = transformers.LlamaForCausalLM(config).to(torch.float32)
+    parsed = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model)
+    missing, unexpected = model.load_state_dict(parsed["tensors"], strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    model.tie_weights()
+    return model.eval(), tok
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """impl -> model, plus our tokenizer under "tokenizer" (each model built once)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local files only: never download
+    path = _gguf_path()
+    ours, tok = load_ours(path)
+    hf, _ = load_transformers(path, tokenizer=False)
+    bf16 = copy.deepcopy(ours).to(torch.bfloat16)  # its own copy: the fp32 model stays fp32
+    assert bf16.lm_head.weight is bf16.embed_tokens.weight  # still tied
+    return {"ours-fp32": ours, "ours-bf16": bf16, "transformers-fp32": hf, "tokenizer": tok}
+
+
+def _shape(cfg, **lengths) -> str:
+    return " ".join(f"{k}={v}" for k, v in lengths.items()) + (
+        f" L={cfg.n_layer} C={cfg.n_embd} H={cfg.n_head}/{cfg.n_kv_head} V={cfg.vocab_size}"
+    )
+
+
+def _peak_mb(run) -> float:
+    """peak_torch_mb, then a full collection: the profiler's garbage would otherwise be collected
+    in the middle of a timed round (seconds)."""
+    peak = peak_torch_mb(run)
+    gc.collect()
+    return peak
+
+
+def _prefill_ids(tok, n: int) -> list[int]:
+    ids = tok.encode(PREFILL_TEXT)
+    while len(ids) < n:
+        ids = ids + ids
+    return ids[:n]
+
+
+@pytest.mark.parametrize("impl", SMOLLM2_IMPLS)
+@pytest.mark.parametrize("size", SIZE_IDS)
+def test_smollm2_prefill(benchmark, smollm2, size, impl):
+    n_prompt, _, _, (rounds, _, _) = SIZES[size]
+    model, ours_cfg = smollm2[impl], smollm2["ours-fp32"].cfg
+    ids = torch.tensor([_prefill_ids(smollm2["tokenizer"], n_prompt)])
+    if impl.startswith("transformers"):
+        call = lambda: model(input_ids=ids, use_cache=False).logits
+    else:
+        call = lambda: model(ids).logits
+
+    def run():
+        with torch.inference_mode():
+            return call()
+
+    run()  # warm-up
+    peak = _peak_mb(run)
+    benchmark.group = _group("smollm2 prefill", size)
+    logits = benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=0)
+    assert logits.shape == (1, n_prompt, ours_cfg.vocab_size)
+    benchmark.extra_info.update(
+        component="smollm2-prefill", size=size or "full", impl=impl,
+        mode="forward over the prompt, batch 1, all logits, no cache",
+        shape=_shape(ours_cfg, prompt=n_prompt), baseline=impl == "transformers-fp32",
+        count=n_prompt, unit="tokens", peak_mb=peak, target=PREFILL_TARGET,
+        note="SmolLM2-135M-Instruct, weights dequantized from Q4_1 GGUF; transformers in float32 "
+        "(sdpa attention); ours-bf16 = bf16 weights (model.to), not autocast",
+        loadavg=os.getloadavg()[0],
+    )  # fmt: skip
+
+
+# size -> transformers' tokens (a check, recorded in extra_info)
+_DECODED: dict[str, list[int]] = {}
+
+
+@pytest.mark.parametrize("impl", SMOLLM2_IMPLS)
+@pytest.mark.parametrize("size", SIZE_IDS)
+def test_smollm2_decode(benchmark, smollm2, size, impl):
+    from myllm101.fast.generate import generate
+    from myllm101.hub.smollm2 import chat_prompt
+
+    _, n_new, _, (_, rounds, _) = SIZES[size]
+    model, tok, cfg = smollm2[impl], smollm2["tokenizer"], smollm2["ours-fp32"].cfg
+    prompt = tok.encode(chat_prompt(DECODE_CHAT))
+    if impl.startswith("transformers"):
+        ids = torch.tensor([prompt])
+        # an explicit mask: without one, generate() masks every prompt token equal to the pad
+        # id, and SmolLM2's pad id is <|im_end|>, which chat prompts contain
+        mask = torch.ones_like(ids)
+
+        def run(n=n_new):
+            with torch.inference_mode():
+                out = model.generate(
+                    ids, attention_mask=mask, do_sample=False, max_new_tokens=n,
+                    min_new_tokens=n, use_cache=True,
+                )  # fmt: skip
+            return out[0].tolist()
+    else:
+
+        def run(n=n_new):  # no stop tokens: always n new tokens
+            return generate(model, prompt, n, temperature=0, use_cache=True)
+
+    run(2)  # warm-up
+    peak = _peak_mb(run)
+    benchmark.group = _group("smollm2 decode", size)
+    out = benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=0)
+    assert len(out) == len(prompt) + n_new and out[: len(prompt)] == prompt
+    if impl == "transformers-fp32":
+        _DECODED[size] = out
+    benchmark.extra_info.update(
+        component="smollm2-decode", size=size or "full", impl=impl,
+        mode="greedy, KV cache, batch 1", shape=_shape(cfg, prompt=len(prompt), new=n_new),
+        baseline=impl == "transformers-fp32", count=n_new, unit="tokens", peak_mb=peak,
+        target=DECODE_TARGET, new_text=tok.decode(out[len(prompt) :]),
+        same_tokens_as_baseline=out == _DECODED.get(size),
+        note=f"time of generate(): the {len(prompt)}-token chat prompt's prefill plus {n_new} "
+        "decode steps; transformers: model.generate(do_sample=False, min_new_tokens=max_new_tokens)",
+        loadavg=os.getloadavg()[0],
+    )  # fmt: skip
+
+
+# ---- MiniLM sentence embeddings ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local directory only: never download
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    st = pytest.importorskip("sentence_transformers")
+    from myllm101.hub.embed import load_embedder, model_dir
+
+    try:
+        directory = model_dir("minilm")
+    except ValueError as e:
+        pytest.skip(str(e))
+    load_embedder("minilm", "fast")  # cached: embed() uses this one
+    return st.SentenceTransformer(str(directory), device="cpu")
+
+
+@pytest.mark.parametrize("impl", ["sentence-transformers", "ours"])
+@pytest.mark.parametrize("size", SIZE_IDS)
+def test_minilm_embed(benchmark, minilm, size, impl):
+    from myllm101.hub.embed import embed
+
+    _, _, n, (_, _, rounds) = SIZES[size]
+    sentences, batch = SENTENCES[:n], 32
+    if impl == "ours":
+        run = lambda: embed(sentences, model="minilm", impl="fast", batch_size=batch)
+    else:
+        run = lambda: minilm.encode(
+            sentences, batch_size=batch, convert_to_numpy=True, normalize_embeddings=True
+        )
+    vectors = run()  # warm-up
+    expected = minilm.encode(sentences, batch_size=batch, normalize_embeddings=True)
+    assert np.sum(vectors * expected, axis=1).min() > 0.9999  # the same embeddings
+    peak = _peak_mb(run)
+    benchmark.group = _group("minilm embed", size)
+    benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=0)
+    lengths = [len(s.split()) for s in sentences]
+    benchmark.extra_info.update(
+        component="minilm-embed", size=size or "full", impl=impl,
+        mode=f"encode + mean pool + normalize, batch {batch}",
+        shape=f"sentences={n} words={min(lengths)}..{max(lengths)} batch={batch} L=6 C=384",
+        baseline=impl == "sentence-transformers", count=n, unit="sentences", peak_mb=peak,
+        note="all-MiniLM-L6-v2 from the same local directory; tokenization included on both "
+        "sides (peak MB counts torch tensors only)",
+        loadavg=os.getloadavg()[0],
+    )  # fmt: skip
+
+
+# ---- load time (last: the fixtures above already paid the imports) -------------------------------
+# No smoke rows: a load is the same work at any size (~5 s ours, ~15 s transformers), and the
+# fixtures above already run both loaders.
+
+
+@pytest.mark.parametrize("impl", ["transformers-fp32", "ours-fp32"])
+def test_smollm2_load(benchmark, impl):
+    path = _gguf_path()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    loader = load_transformers if impl.startswith("transformers") else load_ours
+    benchmark.group = "smollm2 load"
+    model, tok = benchmark.pedantic(loader, args=(path,), rounds=2, iterations=1, warmup_rounds=1)
+    assert tok is not None and sum(p.numel() for p in model.parameters()) > 100e6
+    benchmark.extra_info.update(
+        component="smollm2-load", size="full", impl=impl,
+        mode="model + tokenizer from the GGUF, dequantized to float32",
+        shape=f"{path.name} ({path.stat().st_size / 2**20:.0f} MB)",
+        baseline=impl == "transformers-fp32", peak_mb=None,
+        note="transformers: AutoTokenizer + AutoConfig + LlamaForCausalLM + load_gguf_checkpoint "
+        "(what from_pretrained(gguf_file=...) does; it needs accelerate, not installed here)",
+        loadavg=os.getloadavg()[0],
+    )  # fmt: skip
