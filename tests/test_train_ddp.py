@@ -72,18 +72,12 @@ def test_two_processes_equal_one_process(tmp_path, kind):
 
 
 def _torchrun(cfg_path, *overrides: str) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_port", str(_free_port()), "-m", "myllm101", "train", "--config",
-           str(cfg_path), *overrides]  # fmt: skip
+    # --standalone: torchrun picks a free rendezvous port itself (no race with other tests)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "myllm101", "train", "--config", str(cfg_path), *overrides]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _losses(run_dir) -> dict[int, float]:
