@@ -35,13 +35,17 @@ def load_groups(data: dict) -> dict[str, list[dict]]:
     """group -> rows (dicts with the extra_info plus ``s``, the median seconds per round)."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for b in data["benchmarks"]:
-        groups[b["group"] or b["name"]].append({**b["extra_info"], "s": b["stats"]["median"]})
+        stats = b["stats"]
+        groups[b["group"] or b["name"]].append(
+            {**b["extra_info"], "s": stats["median"], "s_min": stats.get("min", stats["median"])}
+        )
     return dict(groups)
 
 
 def peaks(groups: dict[str, list[dict]]) -> dict[str, float]:
-    """dtype -> FLOP/s of the square matmul measured in this run."""
-    return {r["dtype"]: r["flops"] / r["s"] for r in groups.get(PEAK_GROUP, [])}
+    """dtype -> FLOP/s of the square matmul measured in this run, from its fastest round (a peak
+    is a maximum; the median of a short run also holds clock ramp-up and interruptions)."""
+    return {r["dtype"]: r["flops"] / r["s_min"] for r in groups.get(PEAK_GROUP, [])}
 
 
 def add_ratios(groups: dict[str, list[dict]], peak: dict[str, float]) -> None:
@@ -88,6 +92,7 @@ def markdown(groups: dict[str, list[dict]], peak: dict[str, float], title: str, 
             continue
         unit = next((r["unit"] for r in rows if r.get("unit")), None)
         act = any(r.get("activation_mb") is not None for r in rows)
+        mfu = any(r["mfu"] is not None for r in rows)
         lines += [
             f"## {name}",
             "",
@@ -95,11 +100,13 @@ def markdown(groups: dict[str, list[dict]], peak: dict[str, float], title: str, 
             "",
             "| impl | mode | median ms | ratio | "
             + (f"{unit}/s | " if unit else "")
-            + "MFU | peak MB |"
+            + ("MFU | " if mfu else "")
+            + "peak MB |"
             + (" activation MB |" if act else ""),
             "|---|---|---:|---:|"
             + ("---:|" if unit else "")
-            + "---:|---:|"
+            + ("---:|" if mfu else "")
+            + "---:|"
             + ("---:|" if act else ""),
         ]
         for r in rows:
@@ -107,7 +114,8 @@ def markdown(groups: dict[str, list[dict]], peak: dict[str, float], title: str, 
             lines.append(
                 f"| {impl} | {r.get('mode', '')} | {r['s'] * 1e3:.2f} | {_fmt(r['ratio'], '.2f', 'x')} | "
                 + (f"{_fmt(r['per_s'], ',.1f')} | " if unit else "")
-                + f"{_fmt(r['mfu'] and 100 * r['mfu'], '.1f', '%')} | {_fmt(r.get('peak_mb'), '.1f')} |"
+                + (f"{_fmt(r['mfu'] and 100 * r['mfu'], '.1f', '%')} | " if mfu else "")
+                + f"{_fmt(r.get('peak_mb'), '.1f')} |"
                 + (f" {_fmt(r.get('activation_mb'), '.1f')} |" if act else "")
             )
         extra = sorted({r[k] for r in rows for k in ("note", "target") if r.get(k)})

@@ -55,7 +55,7 @@ from myllm101.fast.llama import Llama
 from myllm101.fast.optim import make_adamw, param_groups
 from myllm101.reference import gpt as ref_gpt
 from myllm101.reference.train import TrainSettings, train_gpt
-from myllm101.train.metrics import train_flops_per_token
+from myllm101.train.metrics import matmul_params, train_flops_per_token
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def numpy_held_after_forward_mb(forward) -> float:
 
 
 def fast_step(arch: str, cfg, ids: np.ndarray, impl: str):
-    """(step, forward, zero_grad, n_params) for one fast model: ``step()`` is one optimizer step
+    """(step, forward, zero_grad, n_matmul) for one fast model: ``step()`` is one optimizer step
     returning the loss, ``forward()`` the same forward alone (the loss, graph attached)."""
     torch.manual_seed(0)
     model = (GPT if arch == "gpt" else Llama)(cfg).train()
@@ -187,7 +187,7 @@ def fast_step(arch: str, cfg, ids: np.ndarray, impl: str):
     def zero_grad():
         opt.zero_grad(set_to_none=True)
 
-    return step, forward, zero_grad, sum(p.numel() for p in model.parameters())
+    return step, forward, zero_grad, matmul_params(model)
 
 
 def reference_step(cfg, s: Size):
@@ -215,12 +215,12 @@ def test_training_step(benchmark, arch, size, impl):
     cfg = _config(arch, s)
     if impl == "reference-numpy":
         step, forward = reference_step(cfg, s)
-        n_params = sum(p.numel() for p in GPT(cfg).parameters())  # the tied head counts once
+        n_matmul = matmul_params(GPT(cfg))  # the same model's count
         step()  # warm-up
         activation = numpy_held_after_forward_mb(forward)
         peak = peak_numpy_mb(step)
     else:
-        step, forward, zero_grad, n_params = fast_step(arch, cfg, _ids(s), impl)
+        step, forward, zero_grad, n_matmul = fast_step(arch, cfg, _ids(s), impl)
         step()  # warm-up: allocates the optimizer state (and compiles for "compile")
         if impl == "compile":
             step()  # the first backward may still compile; time only the steady state
@@ -230,9 +230,9 @@ def test_training_step(benchmark, arch, size, impl):
     benchmark.group = f"train {arch} {size}"
     benchmark.extra_info.update(
         component=f"train-{arch}", size=size, impl=impl, mode=MODES[impl], shape=_shape(arch, s),
-        params=n_params, peak_mb=peak, activation_mb=activation, baseline=impl == "fp32",
+        matmul_params=n_matmul, peak_mb=peak, activation_mb=activation, baseline=impl == "fp32",
         count=s.B * s.T, unit="tokens",
-        flops=train_flops_per_token(n_params, cfg.n_layer, cfg.n_embd, s.T) * s.B * s.T,
+        flops=train_flops_per_token(n_matmul, cfg.n_layer, cfg.n_embd, s.T) * s.B * s.T,
         dtype="bf16" if impl == "bf16" else "fp32",
         note=NOTES[impl], target=TARGET,
         loadavg=os.getloadavg()[0],

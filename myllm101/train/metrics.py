@@ -31,11 +31,22 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
 
+def matmul_params(model) -> int:
+    """Weights that take part in a matmul per token: every ``nn.Linear`` weight, once (a head
+    tied to the embedding counts as the head). Embedding lookups, norms and biases do no
+    multiply-adds worth counting, so position / token-type tables and an untied input embedding
+    are left out, unlike a plain parameter count."""
+    import torch
+
+    weights = {id(m.weight): m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    return sum(w.numel() for w in weights.values())
+
+
 def train_flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: int) -> int:
     """FLOPs of one training token (forward + backward = 3x forward), as in the PaLM appendix:
-    6 per parameter (2 forward, 4 backward) plus the attention scores and weighted sums,
-    6 * 2 * n_layer * n_embd * seq_len (counted for the full T x T square, as PaLM and nanoGPT do).
-    A forward-only pass is one third of it."""
+    6 per matmul parameter (2 forward, 4 backward; pass ``matmul_params(model)``) plus the
+    attention scores and weighted sums, 6 * 2 * n_layer * n_embd * seq_len (counted for the full
+    T x T square, as PaLM and nanoGPT do). A forward-only pass is one third of it."""
     return 6 * n_params + 12 * n_layer * n_embd * seq_len
 
 

@@ -35,7 +35,12 @@ from myllm101.fast.optim import make_adamw, param_groups
 from myllm101.train import checkpoint as ckpt
 from myllm101.train import distributed as dist
 from myllm101.train.config import TrainConfig
-from myllm101.train.metrics import MetricsLog, plot_loss_curve, train_flops_per_token
+from myllm101.train.metrics import (
+    MetricsLog,
+    matmul_params,
+    plot_loss_curve,
+    train_flops_per_token,
+)
 from myllm101.train.schedule import make_scheduler
 
 
@@ -197,6 +202,7 @@ class Trainer:
         model.gradient_checkpointing = cfg.gradient_checkpointing
         self.model = model  # the plain module: what checkpoints hold
         self.n_params = model.num_parameters()
+        self.n_matmul = matmul_params(model)  # for the MFU estimate
         self.optimizer = make_adamw(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                     betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)  # fmt: skip
         self.scheduler = make_scheduler(self.optimizer, cfg.lr, cfg.min_lr, cfg.warmup_steps,
@@ -340,7 +346,7 @@ class Trainer:
         log = MetricsLog(self.out_dir / "metrics.jsonl", main, self.step if self.resume else None)
         peak = measure_matmul_flops(self.device, self.autocast_dtype or self.param_dtype)
         mc = self.model_cfg
-        flops_per_token = train_flops_per_token(self.n_params, mc.n_layer, mc.n_embd, cfg.seq_len)
+        flops_per_token = train_flops_per_token(self.n_matmul, mc.n_layer, mc.n_embd, cfg.seq_len)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step",
