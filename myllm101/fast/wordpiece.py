@@ -8,31 +8,21 @@ same ids, in optimized pure Python (no torch, no compiled tokenizer). Read it ne
 - WordPiece runs once per distinct word (word -> ids cache), and its longest-match search starts at
   the longest vocabulary entry instead of the end of the word (O(len * max_piece) lookups);
 - the special tokens are split out of the text by one compiled regex.
+
+Loading vocab.txt, pairs, truncation, padding and decoding are bookkeeping, not speed: the class
+inherits them from the reference.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from pathlib import Path
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-PADDING = (False, "longest", "max_length")
+from myllm101.reference.wordpiece import SPECIAL_TOKENS, load_vocab, truncate_pair
+from myllm101.reference.wordpiece import WordPieceTokenizer as _ReferenceWordPiece
+
+__all__ = ["WordPieceTokenizer", "basic_tokenize", "load_vocab", "truncate_pair"]
 _SPECIAL_SPLIT = re.compile("(" + "|".join(re.escape(s) for s in SPECIAL_TOKENS) + ")").split
-
-
-def load_vocab(path) -> dict[str, int]:
-    """vocab.txt (one token per line; the line number is the id) -> {token: id}."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (expected a WordPiece vocab.txt)")
-    lines = path.read_text(encoding="utf-8").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the final newline
-    vocab: dict[str, int] = {}
-    for i, line in enumerate(lines):
-        vocab.setdefault(line.rstrip("\r"), i)
-    return vocab
 
 
 def _is_cjk(cp: int) -> bool:
@@ -107,8 +97,10 @@ def basic_tokenize(
     return text.translate(_PUNCT).split()
 
 
-class WordPieceTokenizer:
-    """BERT's tokenizer. vocab: {token: id} (or a vocab.txt path via ``from_file``)."""
+class WordPieceTokenizer(_ReferenceWordPiece):
+    """BERT's tokenizer. vocab: {token: id} (or a vocab.txt path via ``from_file``). Encoding
+    pairs, truncation, padding and decoding are the reference's (plain bookkeeping); the text ->
+    ids path below is what is made fast."""
 
     max_cache = 1 << 18  # distinct words kept before the cache is cleared
 
@@ -120,32 +112,13 @@ class WordPieceTokenizer:
         tokenize_chinese_chars: bool = True,
         max_input_chars_per_word: int = 100,
     ):
-        missing = [t for t in SPECIAL_TOKENS if t not in vocab]
-        if missing:
-            raise ValueError(
-                f"vocab: expected the special tokens {list(SPECIAL_TOKENS)}, missing {missing}"
-            )
         if not tokenize_chinese_chars:
             raise ValueError("tokenize_chinese_chars=False: not supported by the fast tokenizer")
-        self.vocab = dict(vocab)
-        self.inv_vocab = {i: t for t, i in self.vocab.items()}
-        self.do_lower_case = do_lower_case
-        self.strip_accents = strip_accents
-        self.tokenize_chinese_chars = tokenize_chinese_chars
-        self.max_chars = max_input_chars_per_word
-        self.pad_id, self.unk_id = self.vocab["[PAD]"], self.vocab["[UNK]"]
-        self.cls_id, self.sep_id = self.vocab["[CLS]"], self.vocab["[SEP]"]
-        self.mask_id = self.vocab["[MASK]"]
+        super().__init__(vocab, do_lower_case, strip_accents, tokenize_chinese_chars,
+                         max_input_chars_per_word)  # fmt: skip
         # the longest piece in characters (without "##"): no match can be longer
         self._longest = max(len(t[2:]) if t.startswith("##") else len(t) for t in self.vocab)
         self._cache: dict[str, tuple[int, ...]] = {}
-
-    @classmethod
-    def from_file(cls, path, **kwargs) -> WordPieceTokenizer:
-        return cls(load_vocab(path), **kwargs)
-
-    def __len__(self) -> int:
-        return len(self.vocab)
 
     def _wordpiece(self, word: str) -> tuple[int, ...]:
         """Greedy longest match, as ids; (unk,) for a word with an unmatchable position."""
@@ -198,90 +171,3 @@ class WordPieceTokenizer:
     def tokenize(self, text: str) -> list[str]:
         """Text -> WordPiece tokens (strings), without [CLS]/[SEP]."""
         return [self.inv_vocab[i] for i in self._ids(text)]
-
-    def encode(
-        self,
-        text: str,
-        text_pair: str | None = None,
-        add_special_tokens: bool = True,
-        max_length: int | None = None,
-        truncation: bool = False,
-    ) -> dict[str, list[int]]:
-        """-> {"input_ids", "token_type_ids", "attention_mask"} for one text (or a pair)."""
-        a = self._ids(text)
-        b = None if text_pair is None else self._ids(text_pair)
-        if truncation and max_length is not None:
-            n_special = (2 + (b is not None)) if add_special_tokens else 0
-            budget = max(max_length - n_special, 0)
-            if b is None:
-                del a[budget:]
-            else:
-                keep_a, keep_b = truncate_pair(len(a), len(b), budget)
-                del a[keep_a:], b[keep_b:]
-        if add_special_tokens:
-            ids = [self.cls_id, *a, self.sep_id]
-            n_a = len(ids)
-            if b is not None:
-                ids += [*b, self.sep_id]
-        else:
-            ids = a + (b or [])
-            n_a = len(a)
-        types = [0] * n_a + [1] * (len(ids) - n_a)
-        return {"input_ids": ids, "token_type_ids": types, "attention_mask": [1] * len(ids)}
-
-    def __call__(
-        self,
-        texts,
-        text_pairs=None,
-        add_special_tokens: bool = True,
-        max_length: int | None = None,
-        truncation: bool = False,
-        padding: bool | str = False,
-    ) -> dict[str, list]:
-        """One text -> encode(); a list -> the same keys holding one list per text, padded on the
-        right with [PAD] (``padding`` "longest"/True or "max_length")."""
-        if isinstance(texts, str):
-            return self.encode(texts, text_pairs, add_special_tokens, max_length, truncation)
-        if padding is True:
-            padding = "longest"
-        if padding not in PADDING:
-            raise ValueError(f"padding: expected one of {PADDING} or True, got {padding!r}")
-        if padding == "max_length" and max_length is None:
-            raise ValueError("padding='max_length': expected max_length, got None")
-        texts = list(texts)
-        pairs = [None] * len(texts) if text_pairs is None else list(text_pairs)
-        if len(pairs) != len(texts):
-            raise ValueError(f"text_pairs: expected {len(texts)} pairs, got {len(pairs)}")
-        rows = [
-            self.encode(t, p, add_special_tokens, max_length, truncation)
-            for t, p in zip(texts, pairs)
-        ]
-        longest = max((len(r["input_ids"]) for r in rows), default=0)
-        width = max_length if padding == "max_length" else longest
-        out = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
-        for r in rows:
-            n = max(width - len(r["input_ids"]), 0) if padding else 0
-            out["input_ids"].append(r["input_ids"] + [self.pad_id] * n)
-            out["token_type_ids"].append(r["token_type_ids"] + [0] * n)
-            out["attention_mask"].append(r["attention_mask"] + [0] * n)
-        return out
-
-    def decode(self, ids, skip_special_tokens: bool = True) -> str:
-        """Ids -> text: '##' pieces are glued to the piece before them."""
-        tokens = [self.inv_vocab[int(i)] for i in ids]
-        if skip_special_tokens:
-            tokens = [t for t in tokens if t not in SPECIAL_TOKENS]
-        return " ".join(tokens).replace(" ##", "")
-
-
-def truncate_pair(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
-    """Tokens of a and b to keep, longest first (tokenizers' rule; see the reference)."""
-    if n_a + n_b <= budget:
-        return n_a, n_b
-    short, swap = min(n_a, n_b), n_a > n_b
-    keep_short = short
-    keep_long = short if short > budget else max(short, budget - short)
-    if keep_short + keep_long > budget:
-        keep_short = budget // 2
-        keep_long = keep_short + budget % 2
-    return (keep_long, keep_short) if swap else (keep_short, keep_long)

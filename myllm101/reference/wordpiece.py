@@ -255,6 +255,9 @@ class WordPieceTokenizer:
                 tokens.extend(wordpiece(word, self.vocab, "[UNK]", self.max_chars))
         return tokens
 
+    def _ids(self, text: str) -> list[int]:
+        return [self.vocab[t] for t in self.tokenize(text)]
+
     def encode(
         self,
         text: str,
@@ -264,8 +267,8 @@ class WordPieceTokenizer:
         truncation: bool = False,
     ) -> dict[str, list[int]]:
         """-> {"input_ids", "token_type_ids", "attention_mask"} for one text (or a pair)."""
-        a = [self.vocab[t] for t in self.tokenize(text)]
-        b = None if text_pair is None else [self.vocab[t] for t in self.tokenize(text_pair)]
+        a = self._ids(text)
+        b = None if text_pair is None else self._ids(text_pair)
         if truncation and max_length is not None:
             n_special = (2 + (b is not None)) if add_special_tokens else 0
             budget = max(max_length - n_special, 0)
