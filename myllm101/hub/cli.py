@@ -15,17 +15,7 @@ import argparse
 import json
 import sys
 
-
-def _guarded(func):
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (ValueError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-
-    wrapper.__name__ = func.__name__
-    return wrapper
+from myllm101.cli_util import guarded
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -63,7 +53,7 @@ def add_subparsers(subparsers) -> None:
     p.add_argument("--model", choices=("minilm",), default="minilm")
     p.add_argument("--impl", choices=("fast", "reference"), default="fast")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts (default: stdin lines)")
-    p.set_defaults(func=_guarded(cmd_embed))
+    p.set_defaults(func=guarded(cmd_embed))
 
     p = subparsers.add_parser("generate", help="generate text with a pretrained model")
     p.add_argument("--model", choices=("smollm2",), required=True)
@@ -72,7 +62,7 @@ def add_subparsers(subparsers) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("prompt", metavar="PROMPT")
-    p.set_defaults(func=_guarded(cmd_generate))
+    p.set_defaults(func=guarded(cmd_generate))
 
 
 def run(argv: list[str] | None = None) -> int:

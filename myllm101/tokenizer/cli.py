@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from myllm101.cli_util import guarded
+
 PATTERNS = ("gpt2", "gpt4", "o200k")
 # alternating background colours for `show` (ANSI SGR codes; black text stays readable on all)
 BACKGROUNDS = ("\x1b[30;46m", "\x1b[30;43m", "\x1b[30;42m", "\x1b[30;45m")
@@ -175,20 +177,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guarded(func):
-    """Turn expected errors (bad input, missing files) into one stderr line and exit code 2."""
-
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (ValueError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-
-    wrapper.__name__ = func.__name__
-    return wrapper
-
-
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", default="gpt2", help="gpt2, cl100k_base, o200k_base or a DIR")
     p.add_argument("--impl", choices=("fast", "reference"), default="fast")
@@ -207,25 +195,25 @@ def add_subparsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--impl", choices=("fast", "reference"), default="fast")
     p.add_argument("--special", action="append", help="a special token (repeatable)")
     p.add_argument("--name", default=None, help="tokenizer name (default: the --out folder name)")
-    p.set_defaults(func=_guarded(cmd_train))
+    p.set_defaults(func=guarded(cmd_train))
 
     p = sub.add_parser("encode", help="print the ids of a text file as a JSON list")
     _add_common(p)
     p.add_argument("file", help="UTF-8 text file, or - for stdin")
     p.add_argument("--allow-special", action="store_true", help="encode special tokens as such")
-    p.set_defaults(func=_guarded(cmd_encode))
+    p.set_defaults(func=guarded(cmd_encode))
 
     p = sub.add_parser("decode", help="print the text of a JSON list of ids")
     _add_common(p)
     p.add_argument("file", help="file holding a JSON list of ids, or - for stdin")
-    p.set_defaults(func=_guarded(cmd_decode))
+    p.set_defaults(func=guarded(cmd_decode))
 
     p = sub.add_parser("show", help="show how a text splits into tokens")
     _add_common(p)
     p.add_argument("text", help="the text (or - for stdin)")
     p.add_argument("--allow-special", action="store_true", help="encode special tokens as such")
     p.add_argument("--no-color", action="store_true", help="brackets instead of ANSI colours")
-    p.set_defaults(func=_guarded(cmd_show))
+    p.set_defaults(func=guarded(cmd_show))
     return top
 
 

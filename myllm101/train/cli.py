@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from myllm101.cli_util import guarded
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from myllm101.train import TrainConfig, Trainer
@@ -107,17 +109,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _safe(func):
-    def run(args):
-        try:
-            return func(args)
-        except (ValueError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-
-    return run
-
-
 def add_subparsers(sub) -> None:
     p = sub.add_parser("train", help="train a model (GPT / LLaMA / BERT) from a JSON config")
     src = p.add_mutually_exclusive_group()
@@ -125,11 +116,11 @@ def add_subparsers(sub) -> None:
     src.add_argument("--arch", choices=["gpt", "llama", "bert"], default="gpt",
                      help="without --config: this architecture's pretraining defaults")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    p.set_defaults(func=_safe(cmd_train), overrides=[])
+    p.set_defaults(func=guarded(cmd_train), overrides=[])
     p = sub.add_parser("plot", help="loss-curve PNG of a run")
     p.add_argument("run_dir")
     p.add_argument("--out", default=None)
-    p.set_defaults(func=_safe(cmd_plot))
+    p.set_defaults(func=guarded(cmd_plot))
     p = sub.add_parser("sample", help="sample text from a trained model")
     p.add_argument("--model", required=True, help="a run or model directory")
     p.add_argument("prompt", nargs="?", default="\n")
@@ -138,7 +129,7 @@ def add_subparsers(sub) -> None:
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_safe(cmd_sample))
+    p.set_defaults(func=guarded(cmd_sample))
 
 
 def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
