@@ -267,3 +267,19 @@ def test_clean_interrupted_saves_restores_a_moved_aside_directory(tmp_path):
     ckpt.clean_interrupted_saves(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "step_0000004"]
     assert (tmp_path / "best" / "model.safetensors").read_bytes() == b"x"
+
+
+@pytest.mark.slow
+def test_compiled_training_tracks_eager(tmp_path):
+    """compile=True (inductor) trains the same model: float32 losses agree to rounding (the
+    compiler fuses and reorders float32 sums, so not bit for bit)."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    runs = {}
+    for flag in (False, True):
+        t = Trainer(config(tmp_path / str(flag), max_steps=4, compile=flag), TOKENS, TOKENS)
+        t.fit()
+        runs[flag] = losses(t)
+    assert counters["stats"]["unique_graphs"] > 0  # the compiled run really went through dynamo
+    np.testing.assert_allclose(runs[True], runs[False], rtol=1e-4)
