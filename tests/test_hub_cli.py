@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from myllm101.hub import cli
 from myllm101.hub.embed import embed
@@ -55,3 +56,17 @@ def test_generate_smollm2_greedy(capsys):
     assert "Paris" in first
     _, tok = load_smollm2()
     assert 1 <= len(tok.encode(first.rstrip("\n"))) <= 8  # about 6 new tokens
+
+
+@pytest.mark.slow
+def test_chat_smollm2_with_bf16_weights(capsys):
+    from myllm101.hub.smollm2 import load_smollm2
+
+    args = ["generate", "--model", "smollm2", "--chat", "--dtype", "bf16", "--max-new-tokens", "12"]
+    assert cli.run([*args, "What is the capital of France?"]) == 0
+    assert "Paris" in capsys.readouterr().out
+    model, _ = load_smollm2("bf16")
+    assert next(model.parameters()).dtype == torch.bfloat16
+    assert next(load_smollm2()[0].parameters()).dtype == torch.float32  # its own cached copy
+    with pytest.raises(ValueError, match="dtype: expected one of"):
+        load_smollm2("fp16")

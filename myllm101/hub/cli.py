@@ -42,6 +42,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         seed=args.seed,
+        dtype=args.dtype,
     )
     print(text)
     return 0
@@ -61,6 +62,8 @@ def add_subparsers(subparsers) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="weights' dtype; bf16 decodes ~2x faster on CPU")  # fmt: skip
     p.add_argument("prompt", metavar="PROMPT")
     p.set_defaults(func=guarded(cmd_generate))
 
