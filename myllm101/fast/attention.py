@@ -61,7 +61,7 @@ def attention_mask(
     return mask
 
 
-def _check_qkv(q, k, v, key_padding_mask, scale):
+def check_qkv(q, k, v, key_padding_mask, scale):
     expect_float("q", q)
     expect_ndim("q", q, 4)
     expect_ndim("k", k, 4)
@@ -92,7 +92,7 @@ def scaled_dot_product_attention(
     kernels: "auto" | "on" | "off" (None = $MYLLM101_KERNELS): use the Triton flash-attention
     kernel (``myllm101.kernels.attention``) for float32/bf16/fp16, see ``kernels/dispatch.py``.
     """
-    _check_qkv(q, k, v, key_padding_mask, scale)
+    check_qkv(q, k, v, key_padding_mask, scale)
     if q.dtype in KERNEL_DTYPES and use_kernel(q, k, v, key_padding_mask, kernels=kernels):
         from myllm101.kernels.attention import flash_attention  # imports triton only when used
 

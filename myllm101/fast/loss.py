@@ -17,7 +17,7 @@ default only for CUDA tensors), ``cross_entropy`` runs the fused, vocabulary-chu
 ``myllm101.kernels.cross_entropy`` instead (same semantics, no (N, V) softmax kept for backward).
 
 The target-range check runs in eager mode only (it needs the values on the host); see
-``_check_targets``.
+``check_targets``.
 """
 
 import torch
@@ -43,7 +43,7 @@ def _check_args(logits, targets, label_smoothing: float, reduction: str) -> None
         raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
 
 
-def _check_targets(targets: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+def check_targets(targets: torch.Tensor, num_classes: int, ignore_index: int) -> None:
     """Every target is a class in [0, V) or ``ignore_index``; else name the first bad one.
 
     A data-dependent check (one host sync), so ``cross_entropy`` skips it while torch.compile
@@ -80,7 +80,7 @@ def cross_entropy(
     x = logits.reshape(-1, V)  # (N, V)
     t = targets.reshape(-1).long()  # (N,) F.cross_entropy wants int64 class indices
     if not torch.compiler.is_compiling():
-        _check_targets(t, V, ignore_index)
+        check_targets(t, V, ignore_index)
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
     total = F.cross_entropy(

@@ -38,15 +38,8 @@ import torch
 import triton
 import triton.language as tl
 
-from myllm101.checks import (
-    dtype_name,
-    expect_divisible,
-    expect_dtype,
-    expect_ndim,
-    expect_positive,
-    expect_same_shape,
-    expect_shape,
-)
+from myllm101.checks import expect_dtype
+from myllm101.fast.attention import check_qkv
 from myllm101.kernels.dispatch import interpreting
 
 SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
@@ -277,20 +270,9 @@ def _blocks(T: int, S: int, D: int) -> tuple[int, int, int]:
 
 
 def _check_qkv(q, k, v, key_padding_mask, scale):
+    """The fast path's checks, plus what only the kernel needs: a kernel dtype, one device."""
     expect_dtype("q", q, SUPPORTED_DTYPES)
-    expect_ndim("q", q, 4)
-    expect_ndim("k", k, 4)
-    B, H, T, D = q.shape
-    expect_shape("k", k, (B, None, None, D))
-    expect_same_shape("k", k, "v", v)
-    expect_dtype("k", k, (dtype_name(q),))
-    expect_dtype("v", v, (dtype_name(q),))
-    expect_divisible("q heads", H, "k/v heads", k.shape[1])
-    if key_padding_mask is not None:
-        expect_shape("key_padding_mask", key_padding_mask, (B, k.shape[2]))
-        expect_dtype("key_padding_mask", key_padding_mask, ("bool",))
-    if scale is not None:
-        expect_positive("scale", scale)
+    check_qkv(q, k, v, key_padding_mask, scale)
     devices = {str(t.device) for t in (q, k, v, key_padding_mask) if t is not None}
     if len(devices) != 1:
         raise ValueError(f"q, k, v, key_padding_mask: expected one device, got {sorted(devices)}")
