@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from collections import defaultdict
 from pathlib import Path
 
@@ -27,6 +26,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from benchmarks.report import machine_info  # noqa: E402
 
 PEAK_GROUP = "matmul peak"
 
@@ -153,14 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     groups = load_groups(data)
     peak = peaks(groups)
     add_ratios(groups, peak)
-    mi = data.get("machine_info", {})
-    loads = [b["extra_info"]["loadavg"] for b in data["benchmarks"] if "loadavg" in b["extra_info"]]
-    machine = {
-        "load": f"{min(loads):.1f} to {max(loads):.1f}" if loads else None,
-        "cpu": mi.get("cpu", {}).get("brand_raw", platform.processor() or platform.machine()),
-        "cores": mi.get("cpu", {}).get("count", "?"),
-        "python": f"Python {mi.get('python_version', platform.python_version())}",
-    }
+    machine = machine_info(data)
     args.out.mkdir(parents=True, exist_ok=True)
     png = args.out / f"{args.name.lower()}.png"
     md = markdown(groups, peak, args.title, machine) + f"\n![ratios]({png.name})\n"

@@ -102,6 +102,18 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def machine_info(data: dict) -> dict:
+    """CPU, cores, Python and the load average range of a pytest-benchmark JSON (for a header)."""
+    mi = data.get("machine_info", {})
+    loads = [b["extra_info"]["loadavg"] for b in data["benchmarks"] if "loadavg" in b["extra_info"]]
+    return {
+        "load": f"{min(loads):.1f} to {max(loads):.1f}" if loads else None,
+        "cpu": mi.get("cpu", {}).get("brand_raw", platform.processor() or platform.machine()),
+        "cores": mi.get("cpu", {}).get("count", "?"),
+        "python": f"Python {mi.get('python_version', platform.python_version())}",
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("bench_json", type=Path)
@@ -109,14 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     data = json.loads(args.bench_json.read_text())
     rows = load_rows(data)
-    mi = data.get("machine_info", {})
-    loads = [b["extra_info"]["loadavg"] for b in data["benchmarks"] if "loadavg" in b["extra_info"]]
-    machine = {
-        "load": f"{min(loads):.1f} to {max(loads):.1f}" if loads else None,
-        "cpu": mi.get("cpu", {}).get("brand_raw", platform.processor() or platform.machine()),
-        "cores": mi.get("cpu", {}).get("count", "?"),
-        "python": f"Python {mi.get('python_version', platform.python_version())}",
-    }
+    machine = machine_info(data)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "REPORT.md").write_text(
         markdown(rows, machine) + "\n![speed-ups](layers_speedup.png)\n"
