@@ -4,7 +4,7 @@ same ids, in optimized pure Python (no torch, no compiled tokenizer). Read it ne
 - basic tokenization is three ``str.translate`` passes over the whole text instead of a Python loop
   per character: clean + CJK spacing, accent stripping (after one NFD, skipped for ASCII text), and
   punctuation spacing, each through a table that classifies a character the first time it is seen
-  (a dict with ``__missing__``) and then answers from C;
+  (a dict with ``__missing__``, using the reference's ``is_*`` definitions) and then answers from C;
 - WordPiece runs once per distinct word (word -> ids cache), and its longest-match search starts at
   the longest vocabulary entry instead of the end of the word (O(len * max_piece) lookups);
 - the special tokens are split out of the text by one compiled regex.
@@ -18,37 +18,31 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from myllm101.reference.wordpiece import SPECIAL_TOKENS, load_vocab, truncate_pair
+from myllm101.reference.wordpiece import (
+    SPECIAL_TOKENS,
+    is_cjk,
+    is_control,
+    is_punctuation,
+    is_whitespace,
+    load_vocab,
+    truncate_pair,
+)
 from myllm101.reference.wordpiece import WordPieceTokenizer as _ReferenceWordPiece
 
 __all__ = ["WordPieceTokenizer", "basic_tokenize", "load_vocab", "truncate_pair"]
 _SPECIAL_SPLIT = re.compile("(" + "|".join(re.escape(s) for s in SPECIAL_TOKENS) + ")").split
 
 
-def _is_cjk(cp: int) -> bool:
-    return (
-        0x4E00 <= cp <= 0x9FFF
-        or 0x3400 <= cp <= 0x4DBF
-        or 0x20000 <= cp <= 0x2A6DF
-        or 0x2A700 <= cp <= 0x2B73F
-        or 0x2B740 <= cp <= 0x2B81F
-        or 0x2B820 <= cp <= 0x2CEAF
-        or 0xF900 <= cp <= 0xFAFF
-        or 0x2F800 <= cp <= 0x2FA1F
-    )
-
-
 class _CleanTable(dict):
     """str.translate table: drop NUL/U+FFFD/controls, whitespace -> ' ', CJK -> ' X '."""
 
     def __missing__(self, cp: int):
-        ch = chr(cp)
-        cat = unicodedata.category(ch)
-        if ch in "\t\n\r" or cat == "Zs":
+        ch = chr(cp)  # classified once per character, with the reference's definitions
+        if is_whitespace(ch):
             value = " "
-        elif cp == 0 or cp == 0xFFFD or cat.startswith("C"):
+        elif cp == 0 or cp == 0xFFFD or is_control(ch):
             value = None
-        elif _is_cjk(cp):
+        elif is_cjk(ch):
             value = f" {ch} "
         else:
             value = cp  # unchanged
@@ -69,9 +63,8 @@ class _PunctTable(dict):
     """str.translate table: punctuation -> ' p ' (so str.split() makes it a word of its own)."""
 
     def __missing__(self, cp: int):
-        ascii_punct = 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126
         ch = chr(cp)
-        value = f" {ch} " if ascii_punct or unicodedata.category(ch).startswith("P") else cp
+        value = f" {ch} " if is_punctuation(ch) else cp
         self[cp] = value
         return value
 
