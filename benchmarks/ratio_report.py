@@ -27,7 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from benchmarks.report import machine_info  # noqa: E402
+from benchmarks.report import emulated, machine_info, machine_line  # noqa: E402
 
 PEAK_GROUP = "matmul peak"
 
@@ -69,7 +69,7 @@ def markdown(groups: dict[str, list[dict]], peak: dict[str, float], title: str, 
     lines = [
         f"# {title}",
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores; {machine['python']}. Times are "
+        f"{machine_line(machine)} Times are "
         "medians; ratio = the group's baseline time / the row's time (> 1 is faster than the "
         "baseline, both measured in the same run); peak MB is the extra memory one round "
         "allocates (torch profiler at op granularity on CPU, tracemalloc for NumPy).",
@@ -112,6 +112,8 @@ def markdown(groups: dict[str, list[dict]], peak: dict[str, float], title: str, 
         ]
         for r in rows:
             impl = r["impl"] + (" (baseline)" if r.get("baseline") else "")
+            if emulated(r.get("dtype"), machine):
+                impl += " (emulated on this CPU)"
             lines.append(
                 f"| {impl} | {r.get('mode', '')} | {r['s'] * 1e3:.2f} | {_fmt(r['ratio'], '.2f', 'x')} | "
                 + (f"{_fmt(r['per_s'], ',.1f')} | " if unit else "")

@@ -55,8 +55,7 @@ def markdown(rows: list[dict], machine: dict) -> str:
     lines = [
         "# Benchmark report",
         "",
-        f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; "
-        f"{machine.get('python', '')}; torch threads as set by default. "
+        f"{machine_line(machine)} "
         "Reference = NumPy (float32), fast = PyTorch eager (float32), measured in the same run; "
         "times are medians, speed-up = reference / fast, peak memory is the extra memory one call "
         "allocates (tracemalloc for NumPy, the torch profiler for torch, at op granularity).",
@@ -103,7 +102,9 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def machine_info(data: dict) -> dict:
-    """CPU, cores, Python and the load average range of a pytest-benchmark JSON (for a header)."""
+    """CPU, cores, Python, the load average range of a pytest-benchmark JSON and what the CPU does
+    natively (``hw``: device.Hardware as recorded by benchmarks/conftest.py; None in JSON written
+    before it was recorded)."""
     mi = data.get("machine_info", {})
     loads = [b["extra_info"]["loadavg"] for b in data["benchmarks"] if "loadavg" in b["extra_info"]]
     return {
@@ -111,7 +112,40 @@ def machine_info(data: dict) -> dict:
         "cpu": mi.get("cpu", {}).get("brand_raw", platform.processor() or platform.machine()),
         "cores": mi.get("cpu", {}).get("count", "?"),
         "python": f"Python {mi.get('python_version', platform.python_version())}",
+        "hw": mi.get("myllm101"),
     }
+
+
+def machine_line(machine: dict) -> str:
+    """The header's 'Machine: ...' sentence: CPU model, cores, torch's CPU capability, native bf16
+    and int8 yes/no, torch threads and version (where the numbers below hold)."""
+    hw = machine.get("hw")
+    if not hw:
+        return (
+            f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores; "
+            f"{machine.get('python', '')} (CPU capabilities not recorded in this JSON)."
+        )
+    yes = lambda b: "yes" if b else "no"  # noqa: E731
+    capped = f", capped by {hw['limits']}" if hw.get("limits") else ""
+    return (
+        f"Machine: {hw['cpu_name']}, {machine.get('cores', '?')} cores; torch CPU capability "
+        f"{hw['cpu_capability']}{capped}; native bf16: {yes(hw['native_bf16'])}, native int8: "
+        f"{yes(hw['native_int8'])}; {hw['threads']} torch threads; torch {hw['torch_version']}; "
+        f"{machine.get('python', '')}."
+    )
+
+
+def emulated(dtype: str | None, machine: dict) -> bool:
+    """Whether a row in ``dtype`` ran without hardware support on the recorded CPU (bf16 without
+    AVX512-BF16/AMX, int8 without VNNI/AMX): such rows are marked in the reports."""
+    hw = machine.get("hw")
+    if not hw or not dtype or hw.get("cuda_device"):
+        return False
+    if "bf16" in dtype or "bfloat16" in dtype:
+        return not hw["native_bf16"]
+    if "int8" in dtype:
+        return not hw["native_int8"]
+    return False
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -180,6 +180,7 @@ def test_smollm2_prefill(benchmark, smollm2, size, impl):
         mode="forward over the prompt, batch 1, all logits, no cache",
         shape=_shape(ours_cfg, prompt=n_prompt), baseline=impl == "transformers-fp32",
         count=n_prompt, unit="tokens", peak_mb=peak, target=PREFILL_TARGET,
+        dtype="bf16" if impl.endswith("bf16") else "fp32",
         note="SmolLM2-135M-Instruct, weights dequantized from Q4_1 GGUF; transformers in float32 "
         "(sdpa attention); ours-bf16 = bf16 weights (model.to), not autocast",
         loadavg=os.getloadavg()[0],
@@ -229,6 +230,7 @@ def test_smollm2_decode(benchmark, smollm2, size, impl):
         mode="greedy, KV cache, batch 1", shape=_shape(cfg, prompt=len(prompt), new=n_new),
         baseline=impl == "transformers-fp32", count=n_new, unit="tokens", peak_mb=peak,
         target=DECODE_TARGET, new_text=tok.decode(out[len(prompt) :]),
+        dtype="bf16" if impl.endswith("bf16") else "fp32",
         same_tokens_as_baseline=out == _DECODED.get(size),
         note=f"time of generate(): the {len(prompt)}-token chat prompt's prefill plus {n_new} "
         "decode steps; transformers: model.generate(do_sample=False, min_new_tokens=max_new_tokens)",

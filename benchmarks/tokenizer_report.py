@@ -21,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from benchmarks.report import machine_info, machine_line  # noqa: E402
+
 IMPLS = ("fast", "fast-cold", "reference", "tiktoken", "hf")
 NAMES = {
     "fast": "ours (fast)",
@@ -153,15 +155,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
     data = json.loads(args.bench_json.read_text())
-    cpu = data.get("machine_info", {}).get("cpu", {})
+    machine = machine_info(data)
     enc_lines, speeds = encode_table(rows_of(data, "encode"))
     train_lines, train = train_table(rows_of(data, "train"))
     patho = rows_of(data, "pathological")
     md = [
         "# Tokenizer benchmarks",
         "",
-        f"Machine: {cpu.get('brand_raw', '?')}, {cpu.get('count', '?')} cores; everything single "
-        "thread. Medians; every ratio compares implementations measured in the same run. "
+        f"{machine_line(machine)} Everything single thread. Medians; every ratio compares implementations measured in the same run. "
         "GPT-2's vocabulary for encoding (tiktoken and HF built from our loaded ranks); "
         "our reference encoder runs on a 1 MB slice. Ours (fast) keeps a piece -> ids cache "
         "across calls and the timed rounds follow a warm-up on the same text: 'ours (fast)' rows "

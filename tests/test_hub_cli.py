@@ -48,7 +48,8 @@ def test_generate_errors(capsys):
 def test_generate_smollm2_greedy(capsys):
     from myllm101.hub.smollm2 import load_smollm2
 
-    args = ["generate", "--model", "smollm2", "--max-new-tokens", "6", "--temperature", "0"]
+    args = ["generate", "--model", "smollm2", "--max-new-tokens", "6", "--temperature", "0",
+            "--dtype", "fp32"]  # fmt: skip
     assert cli.run([*args, "The capital of France is"]) == 0
     first = capsys.readouterr().out
     assert cli.run([*args, "The capital of France is"]) == 0
@@ -59,14 +60,39 @@ def test_generate_smollm2_greedy(capsys):
 
 
 @pytest.mark.slow
-def test_chat_smollm2_with_bf16_weights(capsys):
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_generate_dtype_auto_follows_the_hardware(capsys, monkeypatch, native):
+    """--dtype auto (the default) picks bf16 weights only where bf16 is native, says so on stderr,
+    and generates what the library does with that dtype. (Which words bf16 produces is not
+    asserted: parity_tests/test_bf16_accuracy.py checks bf16 against transformers' bf16.)"""
+    from myllm101.hub.smollm2 import generate_text, load_smollm2
+
+    monkeypatch.setenv("MYLLM101_NATIVE_BF16", native)
+    expected = "bf16" if native == "1" else "fp32"
+    args = ["generate", "--model", "smollm2", "--chat", "--max-new-tokens", "4"]
+    assert cli.run([*args, "What is the capital of France?"]) == 0
+    out = capsys.readouterr()
+    assert f"dtype: {expected} (auto: " in out.err
+    assert out.out == generate_text("What is the capital of France?", chat=True,
+                                    max_new_tokens=4, dtype=expected) + "\n"  # fmt: skip
+    model, _ = load_smollm2("auto")
+    assert next(model.parameters()).dtype == (torch.bfloat16 if native == "1" else torch.float32)
+
+
+@pytest.mark.slow
+def test_explicit_bf16_runs_with_a_warning_where_it_is_emulated(capsys, monkeypatch):
+    from myllm101 import device
     from myllm101.hub.smollm2 import load_smollm2
 
-    args = ["generate", "--model", "smollm2", "--chat", "--dtype", "bf16", "--max-new-tokens", "12"]
-    assert cli.run([*args, "What is the capital of France?"]) == 0
-    assert "Paris" in capsys.readouterr().out
+    monkeypatch.setenv("MYLLM101_NATIVE_BF16", "0")
+    monkeypatch.setattr(device, "_warned", set())
+    args = ["generate", "--model", "smollm2", "--dtype", "bf16", "--max-new-tokens", "2"]
+    assert cli.run([*args, "Hello"]) == 0
+    err = capsys.readouterr().err
+    assert "dtype: bf16 (requested dtype bf16)" in err
+    assert err.count("warning: dtype bf16 on this CPU may be slow") == 1
     model, _ = load_smollm2("bf16")
     assert next(model.parameters()).dtype == torch.bfloat16
-    assert next(load_smollm2()[0].parameters()).dtype == torch.float32  # its own cached copy
-    with pytest.raises(ValueError, match="dtype: expected one of"):
+    assert next(load_smollm2("fp32")[0].parameters()).dtype == torch.float32  # its own copy
+    with pytest.raises(ValueError, match="dtype: expected auto or one of"):
         load_smollm2("fp16")

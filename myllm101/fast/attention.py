@@ -40,6 +40,7 @@ from myllm101.checks import (
     expect_same_shape,
     expect_shape,
 )
+from myllm101.fast.linear import to_weight_dtype
 from myllm101.fast.rope import RotaryEmbedding
 from myllm101.kernels.dispatch import use_kernel
 
@@ -195,6 +196,7 @@ class MultiHeadAttention(nn.Module):
         expect_dim("x", x, -1, self.d_model, "d_model")
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
+        x = to_weight_dtype(x, self.q_proj.weight)  # float32 residual, bf16 weights: cast once
         q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
         k = self.k_proj(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
         v = self.v_proj(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)

@@ -21,7 +21,7 @@ from myllm101.fast.activations import gelu
 from myllm101.fast.attention import MultiHeadAttention
 from myllm101.fast.dropout import Dropout
 from myllm101.fast.embedding import Embedding
-from myllm101.fast.gpt import ModelOutput, check_model_inputs, init_gpt2_, run_blocks
+from myllm101.fast.gpt import ModelOutput, check_model_inputs, init_gpt2_, residual, run_blocks
 from myllm101.fast.layernorm import LayerNorm
 from myllm101.fast.linear import Linear
 from myllm101.fast.loss import cross_entropy
@@ -40,8 +40,10 @@ class BertEmbeddings(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         pos = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(pos)  # (B, T, C)
-        return self.layer_norm(x + self.token_type_embeddings(token_type_ids))
+        x = residual(self.word_embeddings(input_ids)) + residual(self.position_embeddings(pos))
+        return self.layer_norm(
+            x + residual(self.token_type_embeddings(token_type_ids))
+        )  # (B, T, C)
 
 
 class BertMLP(nn.Module):

@@ -301,6 +301,7 @@ class Tokenizer:
         show_progress: bool = True,
         allowed_special=set(),  # noqa: B006
         disallowed_special="all",
+        errors: str = "strict",
     ) -> dict:
         """Stream the UTF-8 text file ``path`` into a flat token file ``out_path`` (np.uint16 when
         n_vocab <= 65536, else np.uint32) and write ``out_path + ".json"``:
@@ -309,7 +310,10 @@ class Tokenizer:
         The text is read ``chunk_bytes`` at a time and encoded up to the last safe cut (after a lone
         newline between non-space characters, where none of the three shipped patterns can match
         across), so the tokens equal ``encode`` of the whole text. With any other pattern the file
-        is encoded in one piece.
+        is encoded in one piece. The bytes are decoded exactly (``\\r\\n``, lone ``\\r``, a BOM
+        and NULs kept); invalid UTF-8 is a ValueError naming the file and the absolute byte offset
+        of the first bad byte, or with ``errors="replace"`` U+FFFD, as
+        ``bytes.decode("utf-8", errors="replace")`` of the whole file.
         """
         if chunk_bytes <= 0:
             raise ValueError(f"chunk_bytes: expected a positive value, got {chunk_bytes}")
@@ -317,10 +321,12 @@ class Tokenizer:
             raise ValueError(f"path: expected an existing text file, got {str(path)!r}")
         from tqdm.auto import tqdm
 
+        from myllm101.textio import check_errors, utf8_error
+
         dtype = np.uint16 if self.n_vocab <= 65536 else np.uint32
         can_cut = self._pattern in _SAFE_CUT_PATTERNS
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        n_tokens, pending = 0, ""
+        decoder = codecs.getincrementaldecoder("utf-8")(check_errors(errors))
+        n_tokens, n_read, pending = 0, 0, ""
         bar = tqdm(
             total=os.path.getsize(path),
             unit="B",
@@ -332,11 +338,23 @@ class Tokenizer:
             while True:
                 raw = src.read(chunk_bytes if can_cut else -1)
                 final = not raw
+                # bytes of a character cut by the previous chunk wait in the decoder: an error's
+                # offset counts from them, not from this chunk
+                held = len(decoder.getstate()[0])
+                # the last scan found no cut in pending but at its very end (a newline there needs
+                # the next character): scan only from there on, so a text with no cuts (all \r\n
+                # line ends) is not rescanned chunk after chunk (quadratic time)
+                scanned = max(0, len(pending) - 2)
                 try:
                     pending += decoder.decode(raw, final=final)
                 except UnicodeDecodeError as e:
-                    raise ValueError(f"{path}: expected UTF-8 text, got {e}") from None
-                cut = len(pending) if final else _last_safe_cut(pending)
+                    raise utf8_error(str(path), e, n_read - held) from None
+                n_read += len(raw)
+                if final:
+                    cut = len(pending)
+                else:
+                    cut = _last_safe_cut(pending[scanned:])
+                    cut = scanned + cut if cut else 0
                 if cut > 0:
                     ids = self.encode(pending[:cut], allowed_special, disallowed_special)
                     out.write(np.asarray(ids, dtype=dtype).tobytes())

@@ -94,6 +94,17 @@ def cache_length(kv_cache, batch_size: int) -> int:
     return kv_cache.length
 
 
+def residual(x: torch.Tensor) -> torch.Tensor:
+    """Embeddings entering the residual stream: bf16/fp16 -> float32, wider dtypes unchanged.
+
+    A model cast to bf16 keeps its weights (and so its GEMMs, via fast/linear.py) in bf16, but
+    sums the residual stream, and so runs every norm, in float32: each layer's update is added
+    without a bf16 rounding of the running sum (transformers rounds it at every layer), for a few
+    elementwise ops per layer. Under autocast the embeddings are float32 already.
+    """
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
 def run_blocks_cached(blocks: nn.ModuleList, x: torch.Tensor, mask, kv_cache, *args):
     """x through every block, block i reading and extending layer i of ``kv_cache``; then the
     cache's length moves past the T new tokens. No checkpointing: a cache is for inference."""
@@ -207,7 +218,7 @@ class GPT(nn.Module):
         mask = None if attention_mask is None else attention_mask.bool()
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=input_ids.device)  # (T,)
-        x = self.drop(self.wte(input_ids) + self.wpe(position_ids))  # (B, T, C)
+        x = self.drop(residual(self.wte(input_ids)) + residual(self.wpe(position_ids)))  # (B, T, C)
         if kv_cache is None:
             x = run_blocks(self, self.h, x, mask)
         else:

@@ -1,6 +1,10 @@
 """Linear layer in PyTorch: y = x @ w.T + b, weight (out, in) like ``nn.Linear``.
 
 ``F.linear`` is one GEMM with the bias folded in (addmm), and autocast runs it in bf16.
+
+Mixed-precision inference: a float32 ``x`` meeting bf16/fp16 weights (a model cast to bf16, whose
+residual stream stays float32) is cast to the weights' dtype, as autocast would cast both: the GEMM
+runs at the weights' precision and speed, its output is in that dtype.
 """
 
 import torch
@@ -16,6 +20,13 @@ from myllm101.checks import (
     expect_shape,
 )
 
+REDUCED_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def to_weight_dtype(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x cast to w's dtype when x is float32 and w is bf16/fp16 (see above), else x unchanged."""
+    return x.to(w.dtype) if x.dtype == torch.float32 and w.dtype in REDUCED_DTYPES else x
+
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """x: (..., in), w: (out, in), b: (out,) or None -> (..., out)."""
@@ -24,8 +35,10 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
     expect_dim("x", x, -1, w.shape[1], "in_features of w")
     if b is not None:
         expect_shape("b", b, (w.shape[0],))
-    # under autocast torch casts x and w to one dtype itself; outside it they must already agree
+    # under autocast torch casts x and w to one dtype itself; outside it they must already agree,
+    # except for float32 activations with reduced-precision weights (cast down, see above)
     if not torch.is_autocast_enabled(x.device.type):
+        x = to_weight_dtype(x, w)
         expect_dtype("w", w, (dtype_name(x),))
         if b is not None:
             expect_dtype("b", b, (dtype_name(x),))

@@ -28,6 +28,7 @@ from myllm101.fast.gpt import (
     causal_lm_loss,
     check_model_inputs,
     init_gpt2_,
+    residual,
     run_blocks,
     run_blocks_cached,
 )
@@ -115,7 +116,7 @@ class Llama(nn.Module):
             self.cfg, input_ids, attention_mask, labels, kv_cache, position_ids
         )
         mask = None if attention_mask is None else attention_mask.bool()
-        x = self.embed_tokens(input_ids)  # (B, T, C); positions enter through RoPE
+        x = residual(self.embed_tokens(input_ids))  # (B, T, C); positions enter through RoPE
         if kv_cache is None and position_ids is None:
             x = run_blocks(self, self.layers, x, mask)
         elif kv_cache is None:

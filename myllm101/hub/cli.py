@@ -18,10 +18,23 @@ import sys
 from myllm101.cli_util import guarded
 
 
+def stdin_lines() -> list[str]:
+    """The lines of stdin, read as bytes and decoded as strict UTF-8 (a ValueError naming the byte
+    offset otherwise). Lines end at "\\n" only (a lone "\\r" stays inside its line); one "\\r"
+    before the "\\n" (a CRLF line ending) is dropped; a last line needs no "\\n".
+    """
+    from myllm101.textio import read_text_exact
+
+    lines = read_text_exact("-", what="embed").split("\n")
+    if lines[-1] == "":  # after the final newline (or empty stdin): no line
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     from myllm101.hub.embed import embed
 
-    texts = args.texts or [line.rstrip("\r\n") for line in sys.stdin]
+    texts = args.texts or stdin_lines()
     if not texts:
         raise ValueError("embed: expected TEXT arguments or lines on stdin, got none")
     vectors = embed(texts, model=args.model, impl=args.impl)
@@ -30,19 +43,22 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from myllm101.device import choose_inference_dtype
     from myllm101.hub.smollm2 import generate_text
 
     if args.max_new_tokens < 0:
         raise ValueError(f"--max-new-tokens: expected >= 0, got {args.max_new_tokens}")
     if args.temperature < 0:
         raise ValueError(f"--temperature: expected >= 0, got {args.temperature}")
+    choice = choose_inference_dtype(args.dtype)
+    print(f"dtype: {choice.value} ({choice.reason})", file=sys.stderr)
     text = generate_text(
         args.prompt,
         chat=args.chat,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         seed=args.seed,
-        dtype=args.dtype,
+        dtype=choice.value,
     )
     print(text)
     return 0
@@ -62,8 +78,9 @@ def add_subparsers(subparsers) -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
-                   help="weights' dtype; bf16 decodes ~2x faster on CPU")  # fmt: skip
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="weights' dtype; auto: bf16 where this CPU/GPU runs it natively "
+                   "(~2x faster decoding), else fp32")  # fmt: skip
     p.add_argument("prompt", metavar="PROMPT")
     p.set_defaults(func=guarded(cmd_generate))
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from myllm101.device import choose_inference_dtype
 from myllm101.hub.gguf_loader import (
     llama_config_from_gguf,
     llama_state_dict_from_gguf,
@@ -72,13 +73,19 @@ def build_loaded(model_class, cfg, sd: dict[str, torch.Tensor]) -> torch.nn.Modu
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-@functools.cache
 def load_smollm2(dtype: str = "fp32"):
     """(fast Llama, GGUFTokenizer) for SmolLM2-135M-Instruct (cached per dtype). "bf16" halves
-    the weights' bytes, and CPU decoding is bound by memory bandwidth: ~2x the tokens/s, with
-    logits that differ from float32 in the third digit (greedy text may differ)."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+    the weights' bytes, and CPU decoding is bound by memory bandwidth: ~2x the tokens/s where bf16
+    is native. The residual stream, norms and softmax stay float32 (fast/gpt.py ``residual``), so
+    bf16 logits differ from float32 less than transformers' bf16 ones do. "auto": bf16 where this
+    machine runs it natively, else fp32 (device.py)."""
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ValueError(f"dtype: expected auto or one of {sorted(DTYPES)}, got {dtype!r}")
+    return _load_smollm2(choose_inference_dtype(dtype).value)
+
+
+@functools.cache
+def _load_smollm2(dtype: str):
     model, tok = load_gguf_llama(gguf_path())
     return model.to(DTYPES[dtype]), tok
 
@@ -118,7 +125,7 @@ def generate_text(
     max_new_tokens: int = 64,
     temperature: float = 0.0,
     seed: int | None = None,
-    dtype: str = "fp32",
+    dtype: str = "auto",
 ) -> str:
     """SmolLM2's continuation of ``prompt`` (with ``chat``: its answer to it as a user turn)."""
     model, tok = load_smollm2(dtype)

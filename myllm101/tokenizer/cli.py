@@ -1,10 +1,16 @@
 """``myllm101 tokenizer ...``: train, encode, decode and show byte-level BPE tokenizers.
 
-    myllm101 tokenizer train  --input FILE --vocab-size 8192 --out DIR [--pattern gpt2|gpt4]
-                              [--impl fast|reference] [--special "<|endoftext|>"]
+    myllm101 tokenizer train  --input FILE|- --vocab-size 8192 --out DIR [--pattern gpt2|gpt4]
+                              [--impl fast|reference] [--special "<|endoftext|>"] [--errors ...]
     myllm101 tokenizer encode --tokenizer gpt2|cl100k_base|o200k_base|DIR [--impl ...] FILE|-
     myllm101 tokenizer decode --tokenizer ... FILE|-          (a JSON list of ids)
-    myllm101 tokenizer show   --tokenizer ... "text"          (coloured tokens, ids, count)
+    myllm101 tokenizer show   --tokenizer ... "text"|-        (coloured tokens, ids, count)
+
+Exact text in, exact ids out: input text (a file or stdin) is read as bytes and decoded as UTF-8
+with every character kept (``\\r\\n``, lone ``\\r``, a BOM, NULs; see ``myllm101.textio``).
+Invalid UTF-8 is an error naming the byte offset of the first bad byte, or with
+``--errors replace`` (train, encode, show) U+FFFD for each bad sequence. ``decode`` writes the
+decoded text to stdout as UTF-8 bytes, unchanged.
 
 ``add_subparsers(subparsers)`` hooks these into the main ``myllm101`` parser; ``run(argv)`` runs
 them on their own (tests use it). Errors print one line to stderr and return exit code 2.
@@ -20,6 +26,7 @@ import time
 from pathlib import Path
 
 from myllm101.cli_util import guarded
+from myllm101.textio import ERRORS, InvalidUTF8Error, read_text_exact
 
 PATTERNS = ("gpt2", "gpt4", "o200k")
 # alternating background colours for `show` (ANSI SGR codes; black text stays readable on all)
@@ -41,17 +48,29 @@ def load_any(spec: str, impl: str):
     return load_tokenizer(spec, impl)
 
 
-def read_input(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
+def read_input(path: str, errors: str = "strict") -> str:
+    """The exact text of ``path`` (or stdin for "-"): bytes decoded as UTF-8, ``\\r\\n``, lone
+    ``\\r``, a BOM and NULs kept; invalid UTF-8 is a ValueError naming the byte offset (with a hint
+    at ``--errors replace``) unless ``errors="replace"``.
+    """
     try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(
-            f"input: expected an existing file (or - for stdin), got {path!r}"
-        ) from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"input {path}: expected UTF-8 text, got {e}") from None
+        return read_text_exact(path, errors=errors, what="input")
+    except InvalidUTF8Error as e:
+        raise ValueError(f"{e} (--errors replace decodes bad bytes as U+FFFD)") from None
+
+
+def write_text_exact(text: str) -> None:
+    """Write ``text`` to stdout as UTF-8 bytes, unchanged (no newline translation); a stdout
+    without ``.buffer`` (a captured stream in tests) gets the text itself.
+    """
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    sys.stdout.flush()  # anything already written as text goes first
+    buffer.write(text.encode("utf-8"))
+    buffer.flush()
 
 
 class _MergeProgress:
@@ -86,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "o200k": bpe_patterns.O200K_SPLIT_PATTERN,
     }[args.pattern]
     train = _impl_module(args.impl).bpe_train
-    text = read_input(args.input)
+    text = read_input(args.input, args.errors)
     specials = args.special or []
     t0 = time.perf_counter()
     total = max(0, args.vocab_size - 256 - len(specials))
@@ -122,7 +141,7 @@ def _impl_module(impl: str):
 
 def cmd_encode(args: argparse.Namespace) -> int:
     tok = load_any(args.tokenizer, args.impl)
-    text = read_input(args.file)
+    text = read_input(args.file, args.errors)
     ids = (
         tok.encode(text, allowed_special="all") if args.allow_special else tok.encode_ordinary(text)
     )
@@ -143,8 +162,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         isinstance(i, int) and not isinstance(i, bool) for i in ids
     ):
         raise ValueError(f"decode input: expected a JSON list of ints, got {raw.strip()[:60]!r}")
-    sys.stdout.write(tok.decode(ids))
-    sys.stdout.flush()
+    write_text_exact(tok.decode(ids))
     return 0
 
 
@@ -166,7 +184,7 @@ def render_tokens(tok, ids: list[int], color: bool = True) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     tok = load_any(args.tokenizer, args.impl)
-    text = sys.stdin.read() if args.text == "-" else args.text
+    text = read_input("-", args.errors) if args.text == "-" else args.text
     ids = (
         tok.encode(text, allowed_special="all") if args.allow_special else tok.encode_ordinary(text)
     )
@@ -182,6 +200,16 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--impl", choices=("fast", "reference"), default="fast")
 
 
+def _add_errors(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--errors",
+        choices=ERRORS,
+        default="strict",
+        help="invalid UTF-8 in the input: strict = an error naming the byte offset (default); "
+        "replace = U+FFFD for each bad byte sequence",
+    )
+
+
 def add_subparsers(subparsers) -> argparse.ArgumentParser:
     """Add ``tokenizer {train,encode,decode,show}`` to an ``add_subparsers()`` object."""
     top = subparsers.add_parser("tokenizer", help="train, encode, decode and show BPE tokenizers")
@@ -195,12 +223,14 @@ def add_subparsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--impl", choices=("fast", "reference"), default="fast")
     p.add_argument("--special", action="append", help="a special token (repeatable)")
     p.add_argument("--name", default=None, help="tokenizer name (default: the --out folder name)")
+    _add_errors(p)
     p.set_defaults(func=guarded(cmd_train))
 
     p = sub.add_parser("encode", help="print the ids of a text file as a JSON list")
     _add_common(p)
     p.add_argument("file", help="UTF-8 text file, or - for stdin")
     p.add_argument("--allow-special", action="store_true", help="encode special tokens as such")
+    _add_errors(p)
     p.set_defaults(func=guarded(cmd_encode))
 
     p = sub.add_parser("decode", help="print the text of a JSON list of ids")
@@ -213,6 +243,7 @@ def add_subparsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("text", help="the text (or - for stdin)")
     p.add_argument("--allow-special", action="store_true", help="encode special tokens as such")
     p.add_argument("--no-color", action="store_true", help="brackets instead of ANSI colours")
+    _add_errors(p)
     p.set_defaults(func=guarded(cmd_show))
     return top
 

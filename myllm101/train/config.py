@@ -56,7 +56,8 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0  # global-norm clipping; 0 = off
     # numerics and speed
-    dtype: str = "auto"  # auto: bf16 autocast on CPU/bf16-capable GPU, else fp16 + GradScaler
+    dtype: str = "auto"  # auto: bf16 autocast where bf16 is native (device.py), else float32 on
+    # CPU, fp16 + GradScaler on a GPU without bf16
     device: str = "auto"
     compile: bool = False
     gradient_checkpointing: bool = False

@@ -3,6 +3,7 @@
 {"step": 10, "loss": 5.31, "lr": 0.0003, "grad_norm": 1.2, "tokens": 20480, "tok_per_s": ...}
 {"step": 200, "val_loss": 4.1, "val_ppl": 60.3}
 {"step": 57, "event": "non_finite_loss", "loss": NaN}
+{"step": 0, "event": "precision", "dtype": "float32", "reason": "auto: float32, since ...", ...}
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ import torch
 from myllm101.config import config_from_dict, get_preset
 from myllm101.data.batches import SAMPLERS, SequentialWindows
 from myllm101.data.mlm import MLMBatches, bert_specials
+from myllm101.device import choose_train_dtype, hardware
 from myllm101.fast.optim import make_adamw, param_groups
 from myllm101.train import checkpoint as ckpt
 from myllm101.train import distributed as dist
@@ -136,9 +137,9 @@ class Trainer:
     # ---- set-up ----
     def _setup_precision(self) -> None:
         cfg, cuda = self.cfg, self.device.type == "cuda"
-        kind = cfg.dtype
-        if kind == "auto":
-            kind = "bf16" if (not cuda or torch.cuda.is_bf16_supported()) else "fp16"
+        # auto: bf16 autocast only where bf16 is native (else float32 on CPU), see device.py
+        self.precision = choose_train_dtype(cfg.dtype, self.device)
+        kind = self.precision.value
         if kind == "fp16" and not cuda:
             raise ValueError("dtype: fp16 (with GradScaler) needs CUDA; on CPU use bf16 or float32")
         self.dtype_kind = kind
@@ -347,6 +348,11 @@ class Trainer:
                 )
             self.load(last)
         log = MetricsLog(self.out_dir / "metrics.jsonl", main, self.step if self.resume else None)
+        log.log({"step": self.step, "event": "precision", "dtype": self.dtype_kind,
+                 "reason": self.precision.reason, "hardware": hardware().summary()})  # fmt: skip
+        if main and cfg.progress:
+            print(f"precision: {self.dtype_kind} ({self.precision.reason}); "
+                  f"{hardware().summary()}", file=sys.stderr)  # fmt: skip
         peak = measure_matmul_flops(self.device, self.autocast_dtype or self.param_dtype)
         mc = self.model_cfg
         flops_per_token = train_flops_per_token(self.n_matmul, mc.n_layer, mc.n_embd, cfg.seq_len)
@@ -428,6 +434,9 @@ class Trainer:
             "wall_time_s": round(self.elapsed_before + time.perf_counter() - self.t0, 2),
             "stop_reason": reason,
             "parameters": self.n_params,
+            "dtype": self.dtype_kind,
+            "dtype_reason": self.precision.reason,
+            "hardware": hardware().summary(),
         }
         if main:
             self._export()
