@@ -215,8 +215,10 @@ def int8_matmul_backend(device=None) -> str:
 
     "int_mm":     ``torch._int_mm`` (CUDA; a CPU with VNNI/AMX int8 dot products),
     "fp32_exact": the int8 values as float32 in K-chunks of 1024, each chunk's sums exact in float32
-                  (|sum| <= 1024 * 128 * 128 = 2**24), added up in int32: the same int32 result at
-                  float32 GEMM speed, which on an AVX2-only CPU is ~30x ``_int_mm``'s (FACTS.md).
+                  (|sum| <= 1024 * 128 * 128 = 2**24), added up in int32: the same int32 result.
+                  Converting the int8 operands each call makes it 0.4-0.7x a float32 GEMM on
+                  ready float32 weights (benchmarks/results/INT8.md), yet on an AVX2-only CPU
+                  ``_int_mm`` at M=8, 4096^2 takes ~380 ms (0.7 GOP/s, FACTS.md): ~20x slower.
     """
     if _device_type(device) == "cuda":
         return "int_mm"

@@ -147,3 +147,20 @@ def test_report_header_names_the_cpu_and_marks_emulated_rows(native):
     assert ("| bf16 (emulated on this CPU) |" in text) is not native
     assert "| fp32 (baseline) |" in text
     assert "not recorded" in report.machine_line({"cpu": "c", "cores": 2})
+
+
+@pytest.mark.slow
+def test_int8_benchmark_runs_and_reports(tmp_path):
+    """Every int8 backend computes the exact sums it claims (asserted inside), and INT8.md says
+    which one device.py picks on this CPU."""
+    out = tmp_path / "int8.json"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+           "benchmarks/test_int8.py", "--benchmark-only", f"--benchmark-json={out}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ratio_report.main([str(out), "--name", "INT8", "--title", "int8", "--out", str(tmp_path)])
+    text = (tmp_path / "INT8.md").read_text()
+    assert "## int8 matmul M=8" in text and "| fp32 (baseline) |" in text
+    from myllm101.device import int8_matmul_backend
+
+    assert f"device.py picks {int8_matmul_backend('cpu')} on this CPU" in text
