@@ -292,3 +292,12 @@ def test_bad_input_for_the_filters():
         ref_gen.top_k_filter(np.zeros(5), 2.5)
     with pytest.raises(ValueError, match=r"temperature: expected a value >= 0 .*, got -1"):
         ref_gen.next_token(np.zeros(5), temperature=-1)
+
+
+def test_top_p_one_keeps_every_token():
+    """p = 1 keeps the whole distribution, even a token of probability ~1e-8 that a float32
+    running total (which reaches 1.0 early) would have dropped."""
+    logits = np.array([7.149216, 4.719683, 4.573968, -10.495037, 2.136629, -5.37648])
+    for t in (torch.from_numpy(logits), torch.from_numpy(logits).float()):
+        assert torch.isfinite(fast_gen.top_p_filter(t[None], 1.0)).all()
+    np.testing.assert_array_equal(ref_gen.top_p_filter(logits, 1.0), logits)

@@ -167,8 +167,12 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     one), the rest -> -inf. A token is dropped when the tokens ranked above it already sum to p."""
     expect_ndim("logits", logits, 2)
     check_top_p(p)
+    if p >= 1.0:  # the whole distribution (a float32 cumsum may reach 1 before the last token)
+        return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)  # (B, V)
-    probs = torch.softmax(sorted_logits.float(), dim=-1)
+    # bf16/fp16 logits are summed in float32; float32 and float64 ones in their own precision
+    wide = torch.promote_types(sorted_logits.dtype, torch.float32)
+    probs = torch.softmax(sorted_logits.to(wide), dim=-1)
     mass_above = torch.cumsum(probs, dim=-1) - probs  # (B, V): probability ranked strictly above
     drop_sorted = mass_above >= p
     drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)  # back to vocab order

@@ -52,6 +52,8 @@ def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
     expect_ndim("logits", logits, 1)
     if not 0.0 < p <= 1.0:
         raise ValueError(f"top_p: expected a value in (0, 1] or None, got {p}")
+    if p >= 1.0:  # every token: a rounded running total may reach 1 before the last one
+        return logits.copy()
     probs = softmax(logits)
     keep = np.zeros(logits.shape, dtype=bool)
     total = 0.0
