@@ -12,5 +12,18 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 if not os.path.exists("/dev/nvidia0"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# hypothesis profiles for parity_tests/ and tests/: "default" keeps CI fast, "thorough" runs 12x the
+# examples everywhere (explicit per-test counts scale too: parity_tests.helpers.examples);
+# deadline=None: torch's first call in a process is slow
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "thorough", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
 # in CI (or with MYLLM101_STRICT=1) a test that skips for a missing oracle or data package fails
 pytest_plugins = ("tests.strict_skips",)

@@ -8,6 +8,7 @@ Looser bounds (bf16, int8) are stated and justified in the test that uses them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -94,6 +95,12 @@ def check_finite_differences(
 
 def rng_array(rng: np.random.Generator, shape, dtype: str = "float64", scale: float = 1.0):
     return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def examples(n: int) -> int:
+    """A test's hypothesis example count: ``n`` under the default profile, 12x ``n`` under
+    HYPOTHESIS_PROFILE=thorough (the profiles' 300 / 25), so a per-test count never caps it."""
+    return n * 12 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else n
 
 
 # hypothesis building blocks, kept small so CI stays fast

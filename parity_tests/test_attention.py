@@ -17,6 +17,7 @@ from parity_tests.helpers import (
     assert_close,
     check_finite_differences,
     dtypes,
+    examples,
     rng_array,
     seeds,
     to_torch,
@@ -101,7 +102,7 @@ def naive_attention(q, k, v, causal, mask, scale):
 
 
 @given(causal=st.booleans(), padding=st.booleans(), Hkv=st.sampled_from([1, 2, 4]), seed=seeds)
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 def test_sdpa_matches_naive_loop(causal, padding, Hkv, seed):
     rng = np.random.default_rng(seed)
     B, H, T, S, D = 2, 4, 3, 5, 3
@@ -118,7 +119,7 @@ def test_sdpa_matches_naive_loop(causal, padding, Hkv, seed):
 
 
 @given(seed=seeds, causal=st.booleans())
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 def test_sdpa_finite_differences(seed, causal):
     rng = np.random.default_rng(seed)
     q, k, v = qkv(rng, 2, 4, 2, 3, 4, 3, "float64")  # GQA, S > T
@@ -155,7 +156,7 @@ def test_fully_masked_rows_give_zeros_and_zero_grads():
 
 
 @given(T=st.integers(1, 5), extra=st.integers(1, 6), seed=seeds)
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 def test_causal_with_cache_is_bottom_right_aligned(T, extra, seed):
     # KV-cache decoding: T new queries against S = T + extra keys must equal the last T rows of
     # full causal attention over all S positions
@@ -239,7 +240,7 @@ def test_mha_matches_torch(B, T, Hkv, G, D, bias, theta, causal, padding, dtype,
 
 
 @given(seed=seeds)
-@settings(max_examples=4)
+@settings(max_examples=examples(4))
 def test_mha_finite_differences(seed):
     rng = np.random.default_rng(seed)
     B, T, H, Hkv, D = 2, 3, 2, 1, 2

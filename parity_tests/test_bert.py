@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from myllm101.config import BertConfig
 from myllm101.fast.bert import Bert
 from myllm101.reference.bert import ReferenceBert
-from parity_tests.helpers import assert_close, seeds
+from parity_tests.helpers import assert_close, examples, seeds
 from parity_tests.test_gpt import (
     ATOL,
     RTOL,
@@ -70,7 +70,7 @@ def run_both(fast, ref, ids, mask, types, labels, head):
     return logits, loss, cache, out
 
 
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 @given(seed=seeds, B=st.integers(1, 3), T=st.integers(1, 11), pad=st.booleans())
 def test_mlm_logits_loss_and_every_gradient_match(seed, B, T, pad):
     cfg = tiny_cfg()
@@ -86,7 +86,7 @@ def test_mlm_logits_loss_and_every_gradient_match(seed, B, T, pad):
     assert not grads["pooler.weight"].any()  # the classification head took no part
 
 
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 @given(seed=seeds, B=st.integers(1, 4), T=st.integers(1, 11), pad=st.booleans())
 def test_classification_logits_loss_and_every_gradient_match(seed, B, T, pad):
     cfg = tiny_cfg()

@@ -27,6 +27,7 @@ from myllm101.fast import bpe as fast
 from myllm101.reference import bpe as ref
 from myllm101.tokenizer import pretrained
 from myllm101.tokenizer.pretrained import PRETRAINED, load_pretrained, load_ranks
+from parity_tests.helpers import examples
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = tuple(PRETRAINED)  # gpt2, cl100k_base, o200k_base
@@ -288,7 +289,7 @@ def test_trainers_agree_on_corpus():
     assert_same_tokenizer(ref.bpe_train(text, 400), fast.bpe_train(text, 400))
 
 
-@settings(max_examples=15)
+@settings(max_examples=examples(15))
 @given(
     text=st.text(st.sampled_from("aab bc\n'1é😀"), max_size=200),
     n_merges=st.integers(0, 40),

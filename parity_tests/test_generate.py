@@ -27,7 +27,7 @@ from myllm101.fast.llama import Llama
 from myllm101.reference import generate as ref_gen
 from myllm101.reference.gpt import ReferenceGPT
 from myllm101.reference.llama import ReferenceLlama
-from parity_tests.helpers import TOL, assert_close, seeds
+from parity_tests.helpers import TOL, assert_close, examples, seeds
 from parity_tests.test_gpt import randomize_, state_numpy
 
 V = 41  # odd vocabulary
@@ -96,7 +96,7 @@ def test_cached_logits_equal_full_forward_at_every_step(kind, dtype):
     assert_close(torch.cat(got, dim=1), full, name=f"{kind} cached logits", **TOL[dtype])
 
 
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 @given(seed=seeds, prefill=st.integers(1, 10), B=st.integers(1, 3))
 def test_cached_logits_any_prefill_llama_gqa(seed, prefill, B):
     model = make_model("llama-gqa", seed=seed % 1000)
@@ -202,7 +202,7 @@ def test_reference_stop_tokens_and_sampling_reproducible():
 # ---- next-token rules: fast == reference -----------------------------------------------------
 
 
-@settings(max_examples=15)
+@settings(max_examples=examples(15))
 @given(
     seed=seeds,
     B=st.integers(1, 4),

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from myllm101.config import GPTConfig
 from myllm101.fast.gpt import GPT
 from myllm101.reference.gpt import ReferenceGPT
-from parity_tests.helpers import assert_close, seeds
+from parity_tests.helpers import assert_close, examples, seeds
 
 RTOL, ATOL = 1e-6, 1e-12
 
@@ -91,7 +91,7 @@ def make_pair(cfg: GPTConfig, seed: int):
     return fast, ReferenceGPT(cfg, params=state_numpy(fast))
 
 
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 @given(
     seed=seeds,
     B=st.integers(1, 3),

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from myllm101.config import LlamaConfig
 from myllm101.fast.llama import Llama
 from myllm101.reference.llama import ReferenceLlama
-from parity_tests.helpers import assert_close, seeds
+from parity_tests.helpers import assert_close, examples, seeds
 from parity_tests.test_gpt import (
     ATOL,
     RTOL,
@@ -47,7 +47,7 @@ def make_pair(cfg: LlamaConfig, seed: int):
     return fast, ReferenceLlama(cfg, params=state_numpy(fast))
 
 
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 @given(
     seed=seeds,
     B=st.integers(1, 3),

@@ -15,6 +15,7 @@ from parity_tests.helpers import (
     assert_close,
     check_finite_differences,
     dtypes,
+    examples,
     rng_array,
     seeds,
     to_torch,
@@ -71,7 +72,7 @@ def complex_rope(x: np.ndarray, theta: float, offset: int) -> np.ndarray:
 
 
 @given(T=st.integers(1, 7), D=even_dim, offset=st.integers(0, 50), theta=thetas, seed=seeds)
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 def test_matches_complex_rotation(T, D, offset, theta, seed):
     x = rng_array(np.random.default_rng(seed), (2, 3, T, D))
     y, _ = ref.rope_forward(x, *ref.rope_frequencies(D, T, theta, offset))
@@ -107,7 +108,7 @@ def test_matches_hf_transformers_llama():
 
 
 @given(seed=seeds, offset=st.integers(0, 20))
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 def test_scores_depend_only_on_relative_position(seed, offset):
     # the reason RoPE exists: <rope(q)_p, rope(k)_s> is a function of p - s, so shifting every
     # position by `offset` leaves all q.k scores unchanged; rotations also keep each vector's norm
@@ -125,7 +126,7 @@ def test_scores_depend_only_on_relative_position(seed, offset):
 
 
 @given(seed=seeds, D=st.sampled_from([2, 6]), offset=st.integers(0, 9))
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 def test_finite_differences(seed, D, offset):
     rng = np.random.default_rng(seed)
     x, dy = rng_array(rng, (2, 2, 3, D)), rng_array(rng, (2, 2, 3, D))

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from myllm101.fast import wordpiece as fast_wp
 from myllm101.reference import wordpiece as ref_wp
+from parity_tests.helpers import examples
 
 transformers = pytest.importorskip("transformers")
 
@@ -103,7 +104,7 @@ ALPHABET = st.sampled_from(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.lists(ALPHABET, max_size=40).map("".join))
 def test_hypothesis_text(text):
     path = vocab_path()
