@@ -37,8 +37,8 @@ demo: install data
 	$(VENV)/bin/myllm101 parity
 	test -f $(DEMO_TOK)/myllm101_tokenizer.json || $(VENV)/bin/myllm101 tokenizer train \
 		--input data/shakespeare/train.txt --vocab-size 4096 --special "<|endoftext|>" --out $(DEMO_TOK)
-	$(VENV)/bin/myllm101 train --config configs/gpt-shakespeare.json --tokenizer=$(DEMO_TOK)
-	$(VENV)/bin/myllm101 sample --model runs/gpt-shakespeare "ROMEO:" --tokens 60 --num-samples 2
+	$(VENV)/bin/myllm101 train --config configs/gpt-shakespeare.json --tokenizer=$(DEMO_TOK) --overwrite
+	$(VENV)/bin/myllm101 sample --model runs/gpt-shakespeare "ROMEO:" --tokens 50 --num-samples 2
 
 # each suite writes its JSON, then its report (*.md + PNGs in benchmarks/results); about an hour
 BENCH := $(PY) -m pytest -q -p no:cacheprovider --benchmark-only

@@ -6,6 +6,7 @@ myllm101 parity [--dtype float64|float32] [--size small|realistic]
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -38,6 +39,8 @@ def cmd_parity(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="myllm101", description="LLMs from scratch, twice.")
+    p.add_argument("--debug", action="store_true",
+                   help="show an error's full traceback (same as MYLLM101_DEBUG=1)")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
     par = sub.add_parser("parity", help="reference vs fast max error for every component")
     par.add_argument("--dtype", choices=("float64", "float32"), default="float64")
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     from myllm101.train.cli import parse_args  # `train` takes free-form --key=value overrides
 
     args = parse_args(build_parser(), argv)
+    if args.debug:  # read by cli_util.guarded
+        os.environ["MYLLM101_DEBUG"] = "1"
     return args.func(args)
 
 

@@ -15,6 +15,7 @@ import torch
 
 from myllm101.train import TrainConfig, Trainer
 from myllm101.train import checkpoint as ckpt
+from myllm101.train.trainer import TrainingDiverged
 
 TOKENS = np.random.default_rng(0).integers(0, 97, size=4000)
 
@@ -93,7 +94,10 @@ def test_non_finite_loss_skips_the_step_and_stops_after_max_bad_steps(tmp_path):
         return rec
 
     t.train_step = step_and_check
-    summary = t.fit()
+    with pytest.raises(TrainingDiverged) as err:  # too many bad steps: the run diverged
+        t.fit()
+    summary = err.value.summary
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["diverged"] is True
     events = [r["step"] for r in t.history if r.get("event") == "non_finite_loss"]
     assert events == [3, 5]
     assert summary["skipped_steps"] == 2 and summary["steps"] == 5
@@ -173,7 +177,8 @@ def test_process_killed_mid_save_leaves_the_previous_checkpoint(tmp_path):
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     run = tmp_path / "run"
     assert [p.name for p in ckpt.list_checkpoints(run)] == ["step_0000004"]
-    assert sorted(p.name[:5] for p in (run / "checkpoints").iterdir()) == [".tmp-", "step_"]
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert len(names) == 2 and names[0].startswith(ckpt.TMP_PREFIX) and names[1] == "step_0000004"
     state, tstate = ckpt.load_training_state(run / "checkpoints" / "step_0000004")
     assert tstate["step"] == 4 and "optimizer" in state
     resumed = Trainer(config(tmp_path, save_interval=4, keep_last=3, max_steps=8),
@@ -259,11 +264,14 @@ def test_time_budget_stops_with_a_final_eval_and_checkpoint(tmp_path):
 
 
 def test_clean_interrupted_saves_restores_a_moved_aside_directory(tmp_path):
-    (tmp_path / ".tmp-best-1a2b3c4d").mkdir()  # half written: deleted
-    (tmp_path / ".old-best-5e6f7a8b").mkdir()  # moved aside, replacement never renamed in: restored
-    (tmp_path / ".old-best-5e6f7a8b" / "model.safetensors").write_bytes(b"x")
+    tmp, old = ckpt.TMP_PREFIX, ckpt.OLD_PREFIX
+    (tmp_path / f"{tmp}best-1a2b3c4d").mkdir()  # half written: deleted
+    (
+        tmp_path / f"{old}best-5e6f7a8b"
+    ).mkdir()  # moved aside, replacement never renamed in: restored
+    (tmp_path / f"{old}best-5e6f7a8b" / "model.safetensors").write_bytes(b"x")
     (tmp_path / "step_0000004").mkdir()
-    (tmp_path / ".old-step_0000004-99999999").mkdir()  # its replacement landed: deleted
+    (tmp_path / f"{old}step_0000004-99999999").mkdir()  # its replacement landed: deleted
     ckpt.clean_interrupted_saves(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "step_0000004"]
     assert (tmp_path / "best" / "model.safetensors").read_bytes() == b"x"

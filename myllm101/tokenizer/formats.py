@@ -6,20 +6,26 @@ Our tokenizer directory (``save_tokenizer`` / ``load_tokenizer``)
 
     {
       "format": "myllm101-bpe",          # anything else is refused
-      "version": 1,                      # bumped on an incompatible change
+      "version": 2,                      # bumped on an incompatible change (1: no "sha256")
       "name": "shakespeare-8k",
       "pattern": "...",                  # the pre-tokenization regex (``regex`` syntax)
       "special_tokens": {"<|endoftext|>": 8191},
       "n_ranks": 8191,                   # len(ranks), to catch a truncated list
       "ranks": [["AA==", 0], ["AQ==", 1], ..., ["IHRoZQ==", 300], ...],
-      "ranks_sha256": "..."              # sha256 of the canonical ranks text, to catch corruption
+      "ranks_sha256": "...",             # sha256 of the canonical ranks text, to catch corruption
+      "sha256": "..."                    # sha256 of everything that defines the ids (below)
     }
 
 ``ranks`` lists every mergeable token as [base64 of its bytes, rank], sorted by rank: the same
 information as a ``.tiktoken`` file (a token's rank is its id and its merge priority). Base64,
 because tokens are bytes, not text (a token may be half a UTF-8 character). ``ranks_sha256`` is the
-sha256 of the lines ``f"{b64} {rank}\\n"`` in that order (i.e. of the ``.tiktoken`` text). The file is
-written to a temporary file and renamed (``os.replace``), so a crash never leaves half a file.
+sha256 of the lines ``f"{b64} {rank}\\n"`` in that order (i.e. of the ``.tiktoken`` text).
+``sha256`` (``definition_sha256``) also covers the split pattern and the special tokens, which
+change every id as surely as the ranks do: it is the sha256 of one canonical JSON line
+``{"pattern": ..., "special_tokens": [[string, id], ...]}`` (ASCII, sorted by id, no spaces), then
+``"\\n"`` and the ``.tiktoken`` text. Loading checks both hashes and that the pattern compiles;
+version 1 files (no "sha256") still load. The file is written to a temporary file and renamed
+(``os.replace``), so a crash never leaves half a file.
 
 Other formats
 -------------
@@ -45,8 +51,11 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+import regex
+
 FORMAT = "myllm101-bpe"
-VERSION = 1
+VERSION = 2
+VERSIONS = (1, 2)  # readable; version 1 has no "sha256"
 FILENAME = "myllm101_tokenizer.json"
 IMPLS = ("fast", "reference")
 
@@ -96,6 +105,21 @@ def tiktoken_text(ranks: dict[bytes, int]) -> str:
 # our format
 
 
+def definition_sha256(ranks: dict[bytes, int], pattern: str, special_tokens: dict[str, int]) -> str:
+    """sha256 over what defines the ids: the pattern, the special tokens and the ranks."""
+    specials = sorted(([k, v] for k, v in special_tokens.items()), key=lambda kv: (kv[1], kv[0]))
+    head = json.dumps({"pattern": pattern, "special_tokens": specials}, separators=(",", ":"))
+    return hashlib.sha256(f"{head}\n{tiktoken_text(ranks)}".encode("ascii")).hexdigest()
+
+
+def check_pattern(pattern: str, where) -> None:
+    """A ValueError naming ``where`` when ``pattern`` does not compile (``regex`` syntax)."""
+    try:
+        regex.compile(pattern)
+    except regex.error as e:
+        raise ValueError(f"{where}: the split pattern does not compile: {e}") from None
+
+
 def tokenizer_dict(tok) -> dict:
     """The JSON object of ``DIR/myllm101_tokenizer.json`` for ``tok``."""
     ranks = dict(tok.mergeable_ranks)
@@ -108,12 +132,20 @@ def tokenizer_dict(tok) -> dict:
         "n_ranks": len(ranks),
         "ranks": [[base64.b64encode(t).decode("ascii"), r] for t, r in sorted_ranks(ranks)],
         "ranks_sha256": hashlib.sha256(tiktoken_text(ranks).encode("ascii")).hexdigest(),
+        "sha256": definition_sha256(ranks, tok.pattern, dict(tok.special_tokens)),
     }
 
 
 def save_tokenizer(tok, directory: str | Path) -> Path:
     """Write ``directory/myllm101_tokenizer.json`` atomically; returns the file's path."""
-    path = Path(directory) / FILENAME
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{directory}: expected a directory for {FILENAME}, got an existing file")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:  # a parent is a file
+        raise ValueError(f"{directory}: cannot create the directory ({e})") from None
+    path = directory / FILENAME
     # one rank pair per line: diffable, and still a single JSON document
     d = tokenizer_dict(tok)
     ranks = d.pop("ranks")
@@ -133,8 +165,9 @@ def parse_tokenizer_dict(d, path="<dict>") -> tuple[dict[bytes, int], str, dict[
         raise _bad(path, f"expected a JSON object, got {type(d).__name__}")
     if d.get("format") != FORMAT:
         raise _bad(path, f'expected "format": "{FORMAT}", got {d.get("format")!r}')
-    if d.get("version") != VERSION:
-        raise _bad(path, f'expected "version": {VERSION}, got {d.get("version")!r}')
+    version = d.get("version")
+    if version not in VERSIONS or isinstance(version, bool):
+        raise _bad(path, f'expected "version": {VERSION} (or 1), got {version!r}')
     for key, typ in [("name", str), ("pattern", str), ("special_tokens", dict), ("ranks", list),
                      ("n_ranks", int), ("ranks_sha256", str)]:  # fmt: skip
         if not isinstance(d.get(key), typ):
@@ -162,6 +195,18 @@ def parse_tokenizer_dict(d, path="<dict>") -> tuple[dict[bytes, int], str, dict[
     specials = d["special_tokens"]
     if not all(isinstance(k, str) and isinstance(v, int) for k, v in specials.items()):
         raise _bad(path, f'"special_tokens": expected {{str: int}}, got {specials!r:.60}')
+    check_pattern(d["pattern"], path)
+    if version >= 2 or "sha256" in d:  # version 1 files were written without it
+        want = d.get("sha256")
+        if not isinstance(want, str):
+            raise _bad(path, f'expected "sha256" of type str, got {want!r:.60}')
+        got = definition_sha256(ranks, d["pattern"], specials)
+        if got != want:
+            raise _bad(
+                path,
+                f'pattern/special tokens do not match "sha256" (expected {want}, got {got}): '
+                f"edited or corrupted after it was saved",
+            )
     return ranks, d["pattern"], specials, d["name"]
 
 
@@ -423,7 +468,9 @@ def _hf_split_pattern(pre, path) -> str:
     if splits[0].get("behavior") != "Isolated" or splits[0].get("invert"):
         raise ValueError(f"{path}: expected Split behavior Isolated, got {splits[0]}")
     # Oniguruma's end-of-text \z is Python regex's \Z
-    return splits[0]["pattern"]["Regex"].replace(r"\z", r"\Z")
+    pattern = splits[0]["pattern"]["Regex"].replace(r"\z", r"\Z")
+    check_pattern(pattern, path)
+    return pattern
 
 
 def load_hf_tokenizer_json(path: str | Path, impl: str = "fast"):

@@ -2,7 +2,8 @@
 
     RUN_DIR/checkpoints/step_000500/    every save_interval steps (the last ``keep_last`` kept)
     RUN_DIR/best/                       the lowest validation loss so far
-    RUN_DIR/{config.json, model.safetensors, myllm101_tokenizer.json}   the final export
+    RUN_DIR/{config.json, model.safetensors, myllm101_tokenizer.json}   the final export, with
+    RUN_DIR/manifest.json               size and sha256 of just those files
 
 Inside a checkpoint directory:
 
@@ -17,6 +18,8 @@ Inside a checkpoint directory:
 Atomic: everything is written into a hidden temp directory next to the target, fsynced, then
 renamed into place, so a crash mid-save leaves the previous checkpoints as they were. Loading
 checks the manifest: a missing, truncated or altered file raises a ValueError that names it.
+``load_model`` accepts only directories whose manifest covers config.json, model.safetensors and
+the tokenizer (when there is one), so an edited config.json is refused too.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 MANIFEST = "manifest.json"
+# temp names in a run directory: distinctive, so clean_interrupted_saves only ever touches ours
+TMP_PREFIX = ".myllm101-tmp-"  # being written: deleted after a crash
+OLD_PREFIX = ".myllm101-old-"  # moved aside while its replacement is renamed in
+MODEL_FILES = ("config.json", "model.safetensors")  # every model directory's manifest lists these
+TOKENIZER_FILE = "myllm101_tokenizer.json"  # = tokenizer.formats.FILENAME (listed when present)
 
 
 def _sha256(path: Path) -> str:
@@ -83,14 +91,32 @@ def save_model_files(directory: Path, model, model_cfg, train_cfg: dict | None, 
         save_tokenizer(tokenizer, directory)
 
 
-def write_manifest(directory: Path) -> None:
+def write_manifest(directory: Path, names=None) -> Path:
+    """``directory/manifest.json``: size and sha256 of ``names`` (file names in ``directory``), by
+    default of every other file there (a checkpoint). Written to a temp file and renamed, so a
+    crash leaves the previous manifest (or none), never half of one. Returns its path."""
+    directory = Path(directory)
+    if names is None:
+        names = [p.name for p in directory.iterdir() if p.is_file() and p.name != MANIFEST]
     files = {}
-    for p in sorted(directory.iterdir()):
-        if p.is_file() and p.name != MANIFEST:
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-            files[p.name] = {"size": p.stat().st_size, "sha256": _sha256(p)}
-    (directory / MANIFEST).write_text(json.dumps({"version": 1, "files": files}, indent=2))
+    for name in sorted(names):
+        p = directory / name
+        with open(p, "rb") as f:
+            os.fsync(f.fileno())
+        files[name] = {"size": p.stat().st_size, "sha256": _sha256(p)}
+    path = directory / MANIFEST
+    tmp = directory / f"{TMP_PREFIX}{MANIFEST}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"version": 1, "files": files}, indent=2))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(directory)
+    return path
 
 
 def save_checkpoint(directory, model, model_cfg, train_cfg, training_state, trainer_state,
@@ -98,7 +124,7 @@ def save_checkpoint(directory, model, model_cfg, train_cfg, training_state, trai
     """Write a whole checkpoint atomically to ``directory`` (replacing one that is there)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f".tmp-{directory.name}-{uuid.uuid4().hex[:8]}"
+    tmp = directory.parent / f"{TMP_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
     try:
         save_model_files(tmp, model, model_cfg, train_cfg, tokenizer)
         torch.save(training_state, tmp / "training_state.pt")
@@ -116,7 +142,7 @@ def _commit(tmp: Path, directory: Path) -> None:
     """Rename ``tmp`` to ``directory``; an existing one is moved aside first, then removed."""
     old = None
     if directory.exists():
-        old = directory.parent / f".old-{directory.name}-{uuid.uuid4().hex[:8]}"
+        old = directory.parent / f"{OLD_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
         os.replace(directory, old)
     os.replace(tmp, directory)
     _fsync_dir(directory.parent)
@@ -124,8 +150,12 @@ def _commit(tmp: Path, directory: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def verify_checkpoint(directory) -> dict:
-    """Check every file against manifest.json; returns the manifest. ValueError on a problem."""
+def verify_checkpoint(directory, required=MODEL_FILES) -> dict:
+    """Check every file listed in manifest.json; returns the manifest. ValueError on a problem.
+
+    The manifest must list the ``required`` files and, when the directory holds one, the
+    tokenizer; other files it does not list (a run's metrics.jsonl, loss.png, ...) are not read.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such checkpoint directory")
@@ -135,11 +165,19 @@ def verify_checkpoint(directory) -> dict:
         files = manifest["files"]
     except FileNotFoundError:
         raise ValueError(f"{directory}: not a complete checkpoint: {MANIFEST} is missing") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{mpath}: corrupted manifest ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{mpath}: corrupted manifest ({type(e).__name__}: {e})") from None
+    _check_manifest_entries(mpath, files)
+    wanted = [*required, *([TOKENIZER_FILE] if (directory / TOKENIZER_FILE).exists() else [])]
+    unlisted = [name for name in wanted if name not in files]
+    if unlisted:
+        raise ValueError(
+            f"{mpath}: does not cover {', '.join(unlisted)}: not a complete myllm101 model "
+            f"directory (a file added by hand?); its files cannot be verified"
+        )
     for name, info in files.items():
         p = directory / name
-        if not p.exists():
+        if not p.is_file():
             raise ValueError(f"checkpoint {directory}: {name} is missing")
         size = p.stat().st_size
         if size != info["size"]:
@@ -148,8 +186,31 @@ def verify_checkpoint(directory) -> dict:
                 f"bytes, got {size}"
             )
         if _sha256(p) != info["sha256"]:
-            raise ValueError(f"checkpoint {directory}: {name} is corrupted (sha256 mismatch)")
+            raise ValueError(
+                f"checkpoint {directory}: {name} is corrupted or was edited after it was saved "
+                f"(sha256 mismatch with {MANIFEST})"
+            )
     return manifest
+
+
+def _check_manifest_entries(mpath: Path, files) -> None:
+    """{plain file name: {"size": int, "sha256": str}}, else a ValueError naming the manifest."""
+    if not isinstance(files, dict):
+        raise ValueError(
+            f'{mpath}: corrupted manifest ("files": expected an object, got {files!r:.60})'
+        )
+    for name, info in files.items():
+        plain = name not in ("", ".", "..") and "/" not in name and "\\" not in name
+        ok = (
+            isinstance(info, dict)
+            and isinstance(info.get("size"), int)
+            and isinstance(info.get("sha256"), str)
+        )
+        if not plain or not ok:
+            raise ValueError(
+                f"{mpath}: corrupted manifest (entry {name!r:.60}: expected a file name and "
+                f'{{"size": int, "sha256": str}}, got {info!r:.60})'
+            )
 
 
 def read_config(directory) -> tuple[object, dict | None]:
@@ -158,13 +219,23 @@ def read_config(directory) -> tuple[object, dict | None]:
 
     path = Path(directory) / "config.json"
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file (expected a model directory)") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: corrupted config ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(
+            f"{path}: expected a JSON object (a model config with model_type), "
+            f"got {type(d).__name__} {d!r:.60}"
+        )
     train = d.pop("train", None)
-    return config_from_dict(d), train
+    if train is not None and not isinstance(train, dict):
+        raise ValueError(f'{path}: "train": expected an object, got {type(train).__name__}')
+    try:
+        return config_from_dict(d), train
+    except (ValueError, TypeError, KeyError) as e:  # TypeError: e.g. "block_size": "16"
+        raise ValueError(f"{path}: not a valid model config: {e}") from None
 
 
 def load_weights(model: torch.nn.Module, directory) -> None:
@@ -174,6 +245,14 @@ def load_weights(model: torch.nn.Module, directory) -> None:
         tensors = load_file(path)
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{path}: cannot read the weights ({e})") from None
+    expected = model.state_dict()
+    for key, t in tensors.items():
+        if key in expected and tuple(t.shape) != tuple(expected[key].shape):
+            raise ValueError(
+                f"{path}: {key} has shape {tuple(t.shape)} in the weights but "
+                f"{tuple(expected[key].shape)} in the model built from "
+                f"{Path(directory) / 'config.json'}: config.json and the weights disagree"
+            )
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     _, tied = unique_state_dict(model)
     missing = [k for k in missing if k not in tied]
@@ -204,25 +283,42 @@ def latest_checkpoint(run_dir) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def newest_intact_checkpoint(run_dir) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """-> (the newest checkpoint that passes ``verify_checkpoint``, or None; [(each newer damaged
+    checkpoint, why), newest first]). Older checkpoints are not read."""
+    damaged = []
+    for p in reversed(list_checkpoints(run_dir)):
+        try:
+            verify_checkpoint(p)
+        except (ValueError, OSError) as e:  # OSError: e.g. an unreadable file
+            damaged.append((p, str(e)))
+            continue
+        return p, damaged
+    return None, damaged
+
+
 def prune_checkpoints(run_dir, keep_last: int) -> None:
     for p in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(p, ignore_errors=True)
 
 
 def clean_interrupted_saves(parent) -> None:
-    """Tidy what a process killed mid-save leaves in ``parent``: half-written ``.tmp-*`` dirs
-    are deleted; an ``.old-NAME-*`` dir (moved aside just before its replacement was renamed in)
-    is put back when NAME is missing, else deleted. Complete checkpoints are never touched."""
+    """Tidy what a process killed mid-save leaves in ``parent`` (a directory the run owns):
+    half-written ``TMP_PREFIX*`` dirs and files are deleted; an ``OLD_PREFIX NAME-*`` dir (moved
+    aside just before its replacement was renamed in) is put back when NAME is missing, else
+    deleted. Nothing else is touched: not complete checkpoints, not anybody else's ``.tmp-*``."""
     parent = Path(parent)
     if not parent.is_dir():
         return
     for p in sorted(parent.iterdir()):
-        if not p.is_dir():
+        if p.name.startswith(TMP_PREFIX) and not p.is_symlink() and p.is_file():
+            p.unlink(missing_ok=True)
+        if not p.is_dir() or p.is_symlink():
             continue
-        if p.name.startswith(".tmp-"):
+        if p.name.startswith(TMP_PREFIX):
             shutil.rmtree(p, ignore_errors=True)
-        elif p.name.startswith(".old-"):
-            name = p.name[len(".old-") :].rsplit("-", 1)[0]
+        elif p.name.startswith(OLD_PREFIX):
+            name = p.name[len(OLD_PREFIX) :].rsplit("-", 1)[0]
             if (parent / name).exists():
                 shutil.rmtree(p, ignore_errors=True)
             else:
@@ -231,7 +327,7 @@ def clean_interrupted_saves(parent) -> None:
 
 def resolve_model_dir(path) -> Path:
     """A model directory (has config.json + model.safetensors), or a run directory: its export,
-    else best/, else the latest checkpoint."""
+    else best/, else the latest checkpoint. (``load_model`` then verifies its manifest.)"""
     path = Path(path)
     for cand in (path, path / "best", latest_checkpoint(path)):
         if (
@@ -245,14 +341,27 @@ def resolve_model_dir(path) -> Path:
     )
 
 
+def verify_model_dir(directory) -> dict:
+    """``directory``'s manifest.json, checked against config.json, model.safetensors and the
+    tokenizer (when there is one): a missing manifest or an altered file is a ValueError."""
+    directory = Path(directory)
+    if not (directory / MANIFEST).is_file():
+        raise ValueError(
+            f"{directory} has no {MANIFEST}: not a complete myllm101 model directory (written by "
+            f"an older myllm101, copied by hand, or an interrupted save), so its files cannot be "
+            f"verified; a run's best/ and checkpoints/step_* directories carry their own"
+        )
+    return verify_checkpoint(directory, required=MODEL_FILES)
+
+
 def load_model(path, device="cpu"):
-    """-> (model in eval mode, tokenizer or None, model config) from a model or run directory."""
+    """-> (model in eval mode, tokenizer or None, model config) from a model or run directory,
+    after checking every model file against the directory's manifest.json."""
     from myllm101.tokenizer.formats import FILENAME, load_tokenizer
     from myllm101.train.trainer import build_model
 
     directory = resolve_model_dir(path)
-    if (directory / MANIFEST).exists():
-        verify_checkpoint(directory)
+    verify_model_dir(directory)
     model_cfg, _ = read_config(directory)
     model = build_model(model_cfg)
     load_weights(model, directory)

@@ -1,10 +1,11 @@
 """``myllm101 train | plot | sample``: thin commands over the trainer.
 
-    myllm101 train --config configs/gpt-shakespeare.json [--key=value ...] [--resume]
+    myllm101 train --config configs/gpt-shakespeare.json [--key=value ...] [--resume | --overwrite]
     myllm101 train --arch llama [--key=value ...]       (train/presets.py defaults, no file needed)
     torchrun --nproc_per_node=2 -m myllm101 train --config ... [--distributed=fsdp]  (gloo on CPU)
     myllm101 plot RUN_DIR                                              -> RUN_DIR/loss.png
-    myllm101 sample --model RUN_DIR "To be" [--tokens 200 --temperature 0.8 --top-k 50]
+    myllm101 sample --model RUN_DIR "To be" [--tokens 40 --temperature 0.8 --top-k 50]
+                    (prompt + tokens must fit the context, or [--truncate left])
 
 ``add_subparsers(subparsers)`` hooks these into the main parser.
 """
@@ -33,6 +34,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig.from_dict(apply_overrides(PRETRAIN[args.arch], args.overrides))
     else:
         cfg = TrainConfig.from_file(args.config, args.overrides)
+    if args.overwrite:  # (or "overwrite": true in the config file)
+        cfg.overwrite = True
     trainer = Trainer(cfg, resume=args.resume)
     try:
         summary = trainer.fit()
@@ -44,14 +47,29 @@ def cmd_train(args: argparse.Namespace) -> int:
                 if dist.is_sharded(trainer.wrapped):
                     model = load_model(cfg.out_dir)[0].to(trainer.device)
                 print("--- samples ---")
-                for i in range(2):
-                    text = sample_text(model, trainer.tokenizer, cfg.sample_prompt,
-                                       cfg.sample_tokens, 0.8, 50, seed=i)  # fmt: skip
-                    print(text)
-                    print("---")
+                train_samples(model, trainer.tokenizer, cfg)
     finally:
         dist.cleanup()
     return 0
+
+
+def train_samples(model, tokenizer, cfg) -> None:
+    """The two samples after training: sample_tokens, fewer where prompt + sample_tokens would
+    not fit the context (said on stderr; the prompt is cut from the left only if it alone fills
+    the context). A prompt that cannot be sampled is a warning: the run itself succeeded."""
+    try:
+        block, n_prompt = model.cfg.block_size, len(prompt_ids(tokenizer, cfg.sample_prompt))
+        n = max(1, min(cfg.sample_tokens, block - n_prompt))
+        if n < cfg.sample_tokens:
+            print(f"note: sampling {n} tokens, not sample_tokens={cfg.sample_tokens}: the prompt "
+                  f"({n_prompt} tokens) and the samples share block_size={block}",
+                  file=sys.stderr)  # fmt: skip
+        for i in range(2):
+            print(sample_text(model, tokenizer, cfg.sample_prompt, n, 0.8, 50, seed=i,
+                              truncate="left"))  # fmt: skip
+            print("---")
+    except ValueError as e:
+        print(f"warning: no samples: {e}", file=sys.stderr)
 
 
 def print_summary(s: dict, cfg) -> None:
@@ -63,22 +81,72 @@ def print_summary(s: dict, cfg) -> None:
     )
 
 
+EOT = "<|endoftext|>"
+
+
+def prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """``prompt``'s ids (special tokens in it allowed); an empty prompt is the tokenizer's
+    <|endoftext|> token (what a document starts after), or a ValueError when it has none."""
+    ids = tokenizer.encode(prompt, allowed_special="all")
+    if ids:
+        return ids
+    eot = (getattr(tokenizer, "special_tokens", None) or {}).get(EOT)
+    if eot is None:
+        raise ValueError(
+            f"sample: the prompt is empty and the tokenizer has no {EOT} token to start from; "
+            f"give a prompt"
+        )
+    return [eot]
+
+
+def check_sample_args(n_tokens: int, temperature: float, top_k: int | None,
+                      num_samples: int = 1) -> None:  # fmt: skip
+    if n_tokens < 1:
+        raise ValueError(f"sample: --tokens: expected >= 1, got {n_tokens}")
+    if num_samples < 1:
+        raise ValueError(f"sample: --num-samples: expected >= 1, got {num_samples}")
+    if not temperature >= 0:  # (NaN too)
+        raise ValueError(f"sample: --temperature: expected >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"sample: --top-k: expected >= 1, got {top_k}")
+
+
 def sample_text(model, tokenizer, prompt: str, n_tokens: int, temperature: float, top_k: int,
-                seed: int = 0) -> str:  # fmt: skip
-    """Continue ``prompt`` (KV-cache sampling, fast/generate.py); decoded text."""
+                seed: int = 0, truncate: str = "none", quiet: bool = False) -> str:  # fmt: skip
+    """Continue ``prompt`` by exactly ``n_tokens`` tokens (KV-cache sampling, fast/generate.py);
+    decoded text. Prompt + n_tokens must fit the model's block_size, else a ValueError, unless
+    ``truncate="left"``: then the prompt's first tokens are dropped, with a warning on stderr
+    (not when ``quiet``)."""
     from myllm101.fast.generate import generate
 
-    ids = tokenizer.encode(prompt, allowed_special="all") or [0]
+    check_sample_args(n_tokens, temperature, top_k)
+    if truncate not in ("none", "left"):
+        raise ValueError(f"sample: --truncate: expected 'none' or 'left', got {truncate!r}")
     block = model.cfg.block_size
-    n_tokens = min(n_tokens, block - min(len(ids), block - 1))
-    ids = ids[-(block - n_tokens) :]
+    if n_tokens >= block:
+        raise ValueError(
+            f"sample: --tokens: expected < the model's context block_size={block} (room for the "
+            f"prompt), got {n_tokens}"
+        )
+    ids = prompt_ids(tokenizer, prompt)
+    excess = len(ids) + n_tokens - block
+    if excess > 0 and truncate != "left":
+        raise ValueError(
+            f"sample: the prompt ({len(ids)} tokens) + --tokens {n_tokens} = {len(ids) + n_tokens} "
+            f"tokens do not fit the model's context block_size={block}; shorten the prompt, "
+            f"lower --tokens, or pass --truncate left to drop the prompt's first {excess} tokens"
+        )
+    if excess > 0 and not quiet:
+        print(f"warning: sample: dropped the first {excess} of the prompt's {len(ids)} tokens to "
+              f"fit block_size={block} with --tokens {n_tokens}", file=sys.stderr)  # fmt: skip
+    ids = ids[max(excess, 0) :]
     was_training = model.training
     model.eval()
     try:
         out = generate(model, ids, n_tokens, temperature=temperature, top_k=top_k, seed=seed)
     finally:
         model.train(was_training)
-    return tokenizer.decode(out)
+    return tokenizer.decode(out if prompt else out[len(ids) :])  # (not the <|endoftext|> start)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -94,17 +162,22 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from myllm101.train.checkpoint import load_model
 
+    n_tokens = args.tokens
+    check_sample_args(1 if n_tokens is None else n_tokens, args.temperature, args.top_k,
+                      args.num_samples)  # fmt: skip
     model, tok, mcfg = load_model(args.model)
     if tok is None:
         raise ValueError(f"sample: {args.model} holds no tokenizer (myllm101_tokenizer.json)")
     if mcfg.model_type == "bert":
         raise ValueError("sample: expected a causal LM (gpt or llama), got a bert model")
+    if n_tokens is None:  # not given: 200, or what fits next to the prompt (at least 1)
+        n_tokens = max(1, min(200, mcfg.block_size - len(prompt_ids(tok, args.prompt))))
+    texts = []  # every sample first: an error (prompt too long) prints no partial output
     for i in range(args.num_samples):
-        print(
-            sample_text(
-                model, tok, args.prompt, args.tokens, args.temperature, args.top_k, args.seed + i
-            )
-        )
+        texts.append(sample_text(model, tok, args.prompt, n_tokens, args.temperature,
+                                 args.top_k, args.seed + i, args.truncate, quiet=i > 0))  # fmt: skip
+    for text in texts:
+        print(text)
         print("---")
     return 0
 
@@ -116,6 +189,9 @@ def add_subparsers(sub) -> None:
     src.add_argument("--arch", choices=["gpt", "llama", "bert"], default="gpt",
                      help="without --config: this architecture's pretraining defaults")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="out_dir holds a run: move it aside to OUT_DIR.replaced-<time> (never "
+                        "deleted) and start over")  # fmt: skip
     p.set_defaults(func=guarded(cmd_train), overrides=[])
     p = sub.add_parser("plot", help="loss-curve PNG of a run")
     p.add_argument("run_dir")
@@ -124,11 +200,16 @@ def add_subparsers(sub) -> None:
     p = sub.add_parser("sample", help="sample text from a trained model")
     p.add_argument("--model", required=True, help="a run or model directory")
     p.add_argument("prompt", nargs="?", default="\n")
-    p.add_argument("--tokens", type=int, default=200)
+    p.add_argument("--tokens", type=int, default=None,
+                   help="new tokens per sample; prompt + tokens must fit the model's context "
+                        "(default: 200, or as many as fit)")  # fmt: skip
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--truncate", choices=["none", "left"], default="none",
+                   help="prompt + --tokens beyond the model's context: an error (none), or cut "
+                        "the prompt from the left, with a warning (left)")  # fmt: skip
     p.set_defaults(func=guarded(cmd_sample))
 
 

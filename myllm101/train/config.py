@@ -32,6 +32,9 @@ CHOICES = {
 class TrainConfig:
     # where
     out_dir: str = "runs/gpt-shakespeare"
+    # out_dir holds a run already: move it aside to OUT_DIR.replaced-<time> (never deleted) and
+    # start over; without it (or resume) such a run is refused (train/rundir.py)
+    overwrite: bool = False
     data_dir: str = "data/shakespeare"  # {train,val}.txt
     tokenizer: str = "runs/tok-shakespeare-4k"  # a tokenizer directory or gpt2/cl100k_base/...
     tokens_dir: str = ""  # token-file cache; "" = <tokenizer dir>/tokens
@@ -70,6 +73,9 @@ class TrainConfig:
     save_interval: int = 500
     keep_last: int = 2
     max_bad_steps: int = 10  # non-finite losses tolerated (each step skipped) before stopping
+    # a train or val loss above this means the run diverged (see trainer.py); None = the default
+    # 2 * ln(vocab_size) + 5: twice the loss of a uniform guess, plus 5 nats
+    divergence_loss: float | None = None
     log_interval: int = 10
     progress: bool = True
     seed: int = 1337
@@ -83,10 +89,11 @@ class TrainConfig:
     def validate(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            want = {"int": int, "float": (int, float), "bool": bool, "str": str, "dict": dict}[
-                f.type
-            ]
-            if isinstance(v, bool) and f.type in ("int", "float"):
+            kind = f.type.removesuffix(" | None")  # optional fields may be None (null in JSON)
+            if v is None and kind != f.type:
+                continue
+            want = {"int": int, "float": (int, float), "bool": bool, "str": str, "dict": dict}[kind]
+            if isinstance(v, bool) and kind in ("int", "float"):
                 raise ValueError(f"{f.name}: expected {f.type}, got bool {v!r}")
             if not isinstance(v, want):
                 raise ValueError(f"{f.name}: expected {f.type}, got {type(v).__name__} {v!r}")
@@ -110,6 +117,9 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected a value in [0, 1), got {v}")
         if not self.eps > 0:
             raise ValueError(f"eps: expected a positive value, got {self.eps}")
+        d = self.divergence_loss
+        if d is not None and not (d > 0 and math.isfinite(d)):
+            raise ValueError(f"divergence_loss: expected a finite value > 0 or null, got {d}")
         if "preset" not in self.model and "model_type" not in self.model:
             raise ValueError(
                 f"model: expected a 'model_type' or a 'preset' key, got keys {sorted(self.model)}"

@@ -3,6 +3,7 @@
 {"step": 10, "loss": 5.31, "lr": 0.0003, "grad_norm": 1.2, "tokens": 20480, "tok_per_s": ...}
 {"step": 200, "val_loss": 4.1, "val_ppl": 60.3}
 {"step": 57, "event": "non_finite_loss", "loss": NaN}
+{"step": 60, "loss": 3.2e9, ..., "event": "diverged", "reason": "training loss 3.2e+09 at ..."}
 {"step": 0, "event": "precision", "dtype": "float32", "reason": "auto: float32, since ...", ...}
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 
@@ -20,7 +22,8 @@ class MetricsLog:
         self.path, self.enabled = Path(path), enabled
         if enabled and keep_until_step is not None and self.path.exists():
             # resuming: drop records past the checkpoint, they will be written again
-            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= keep_until_step]
+            recs = read_metrics(self.path, drop_torn_last_line=True)  # killed mid-write: torn
+            kept = [r for r in recs if r.get("step", 0) <= keep_until_step]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         elif enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,11 +54,25 @@ def train_flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: int
     return 6 * n_params + 12 * n_layer * n_embd * seq_len
 
 
-def read_metrics(path) -> list[dict]:
+def read_metrics(path, drop_torn_last_line: bool = False) -> list[dict]:
+    """The records of a metrics.jsonl. A line that is not a JSON object is a ValueError naming
+    the file and line, except, with ``drop_torn_last_line`` (resuming), the last line: a run
+    killed while appending leaves it cut short; it is dropped with a warning on stderr."""
+    path = Path(path)
+    lines = [(i, line) for i, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
     out = []
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            out.append(json.loads(line))
+    for i, line in lines:
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
+        except ValueError as e:  # (json.JSONDecodeError is a ValueError)
+            if drop_torn_last_line and i == lines[-1][0]:
+                print(f"warning: {path}:{i}: dropped a torn last line (a run killed while "
+                      f"writing it): {line[:60]!r}", file=sys.stderr)  # fmt: skip
+                break
+            raise ValueError(f"{path}:{i}: not a metrics record ({e}): {line[:60]!r}") from None
+        out.append(rec)
     return out
 
 

@@ -8,9 +8,17 @@ One optimizer step (``Trainer.train_step``):
     loss not finite?  -> zero the grads, skip the step, count it (stop after max_bad_steps)
     clip the global grad norm to grad_clip; AdamW step; lr of the next step from the schedule
 
+Divergence (``Trainer.divergence``): more than max_bad_steps non-finite losses, a non-finite
+parameter, or a train or validation loss above ``divergence_loss`` (default 2 ln V + 5: twice as
+bad as a uniform guess over the vocabulary, plus 5 nats). The run stops at once; the diverged
+weights are not saved (no checkpoint, best/ untouched), only best/ is exported, summary.json says
+``"diverged": true`` and ``fit()`` raises ``TrainingDiverged`` (a ValueError: the CLI exits 2).
+
 Batches are a pure function of (seed, index) (see data/batches.py), the RNG state is saved with the
 optimizer, so ``resume`` continues a run with exactly the losses of an uninterrupted one (CPU,
-float32, same thread count). Every ``eval_interval`` steps: validation loss and perplexity on
+float32, same thread count); it starts from the newest intact checkpoint (damaged newer ones
+are moved aside with a warning) and refuses a changed model, tokenizer, data or schedule
+(``check_resumable``). Every ``eval_interval`` steps: validation loss and perplexity on
 ``eval_batches`` fixed batches; a new best is saved to RUN_DIR/best; ``early_stopping_patience``
 evaluations without one stop the run. Only rank 0 logs and writes files.
 """
@@ -20,9 +28,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +45,7 @@ from myllm101.device import choose_train_dtype, hardware
 from myllm101.fast.optim import make_adamw, param_groups
 from myllm101.train import checkpoint as ckpt
 from myllm101.train import distributed as dist
+from myllm101.train import rundir
 from myllm101.train.config import TrainConfig
 from myllm101.train.metrics import (
     MetricsLog,
@@ -43,6 +54,28 @@ from myllm101.train.metrics import (
     train_flops_per_token,
 )
 from myllm101.train.schedule import make_scheduler
+
+
+class TrainingDiverged(ValueError):
+    """``fit()`` stopped a run that diverged (see ``Trainer.divergence``); RUN_DIR/summary.json
+    is written first (``"diverged": true``) and is also ``self.summary``. A ValueError, so the
+    CLI reports it in one line and exits 2."""
+
+    def __init__(self, message: str, summary: dict | None = None):
+        super().__init__(message)
+        self.summary = summary or {}
+
+
+# config keys a resumed run may change: they do not alter the schedule or the data of the steps
+# it takes (what is logged, evaluated, kept or printed; where the files are; the device and the
+# precision). Any other difference is refused (max_steps: see Trainer.check_resumable).
+RESUME_MAY_CHANGE = frozenset({
+    "eval_interval", "log_interval", "save_interval", "keep_last", "max_time_s", "progress",
+    "sample_prompt", "sample_tokens", "num_threads", "eval_batches", "early_stopping_patience",
+    "compile", "gradient_checkpointing", "device", "dtype", "distributed", "max_bad_steps",
+    "divergence_loss", "out_dir", "tokens_dir", "overwrite",
+    "tokenizer", "model",  # compared by content instead: the tokenizer's ranks, the model config
+})  # fmt: skip
 
 
 def build_model(model_cfg) -> torch.nn.Module:
@@ -272,13 +305,64 @@ class Trainer:
         return rec
 
     @torch.no_grad()
-    def evaluate(self) -> float:
+    def evaluate(self, n_batches: int | None = None) -> float:
+        """Mean val loss over the first ``n_batches`` (default cfg.eval_batches) fixed batches."""
+        n = n_batches or self.cfg.eval_batches
         self.wrapped.eval()
         total = torch.zeros((), device=self.device, dtype=torch.float64)
-        for i in range(self.cfg.eval_batches):
+        for i in range(n):
             with self.autocast():
                 total += self.forward(**self.batch(i, val=True)).loss.double()
-        return float(dist.mean(total / self.cfg.eval_batches, self.dist))
+        return float(dist.mean(total / n, self.dist))
+
+    # ---- divergence ----
+    @property
+    def divergence_loss(self) -> float:
+        """cfg.divergence_loss, by default 2 * ln(vocab_size) + 5: a model that bad is more than
+        twice as wrong as a uniform guess over the vocabulary (loss ln V), which is where every
+        run starts (small initial weights); a healthy run only goes down from there."""
+        d = self.cfg.divergence_loss
+        return d if d is not None else 2 * math.log(self.model_cfg.vocab_size) + 5
+
+    def params_finite(self) -> bool:
+        """No inf/NaN in any parameter (under FSDP: in any rank's shard)."""
+        with torch.no_grad():
+            flags = [torch.isfinite(p).all() for p in self.wrapped.parameters()]
+            ok = bool(torch.stack(flags).all()) if flags else True
+        if dist.is_sharded(self.wrapped):  # DDP replicas are equal: no collective needed
+            ok = not dist.any_rank(not ok, self.dist, self.device)
+        return ok
+
+    def divergence(self, rec: dict) -> str | None:
+        """Why the run diverged after the step ``rec``, or None. It diverged when
+        - more than max_bad_steps steps had a non-finite loss (each was skipped), or
+        - its training loss (finite) is above ``divergence_loss``, or
+        - a parameter is no longer finite after the step.
+        ``fit`` also stops when a validation loss (every eval, and one val batch before a
+        checkpoint is saved without an eval) is non-finite or above ``divergence_loss``.
+        The same answer on every rank (the loss is all-reduced, the parameter check too)."""
+        cfg, step = self.cfg, rec["step"]
+        if self.bad_steps > cfg.max_bad_steps:
+            return f"non-finite loss in {self.bad_steps} steps (max_bad_steps={cfg.max_bad_steps})"
+        if math.isfinite(rec["loss"]):  # (a non-finite one was skipped and counted above)
+            why = self.loss_divergence("training", rec["loss"], step)
+            if why:
+                return why
+        if not self.params_finite():
+            return f"non-finite parameters after step {step}"
+        return None
+
+    def loss_divergence(self, what: str, loss: float, step: int | None = None) -> str | None:
+        """Why ``loss`` (measured at ``step``, default self.step) means divergence, or None."""
+        step = self.step if step is None else step
+        if not math.isfinite(loss):
+            return f"{what} loss is {loss} at step {step}"
+        if loss > self.divergence_loss:
+            return (
+                f"{what} loss {loss:.4g} at step {step} is above "
+                f"divergence_loss={self.divergence_loss:.4g}"
+            )
+        return None
 
     # ---- checkpoints ----
     def training_state(self) -> dict:
@@ -318,7 +402,88 @@ class Trainer:
                                  state, self.trainer_state(), self.tokenizer)  # fmt: skip
         dist.barrier(self.dist)
 
+    def resume_checkpoint(self) -> Path:
+        """The newest intact checkpoint of the run. Newer damaged ones (truncated, altered, a
+        missing manifest) get one stderr warning each and are moved aside to
+        checkpoints/.damaged-NAME-*, so pruning never keeps them in place of the new ones."""
+        last, damaged = ckpt.newest_intact_checkpoint(self.out_dir)
+        if last is None and not damaged:
+            raise ValueError(
+                f"--resume: expected a checkpoint in {self.out_dir}/checkpoints, found none"
+            )
+        if last is None:
+            raise ValueError(
+                f"--resume: no intact checkpoint in {self.out_dir}/checkpoints: "
+                + "; ".join(f"{p.name}: {why}" for p, why in damaged)
+            )
+        dist.barrier(self.dist)  # every rank has looked before rank 0 moves any
+        if self.dist.is_main:
+            for p, why in damaged:
+                aside = p.parent / f".damaged-{p.name}-{uuid.uuid4().hex[:8]}"
+                os.replace(p, aside)
+                print(f"warning: --resume: skipping damaged checkpoint {p} ({why}); "
+                      f"moved it to {aside.name}", file=sys.stderr)  # fmt: skip
+        dist.barrier(self.dist)
+        return last
+
+    def check_resumable(self, directory: Path) -> None:
+        """ValueError unless the checkpoint in ``directory`` continues this run as configured:
+        the same model config, the same tokenizer, and the same train config except for the
+        RESUME_MAY_CHANGE keys (which do not change the schedule or the data). max_steps may
+        change only under a constant schedule (the only one that does not depend on it)."""
+        from myllm101.tokenizer.formats import FILENAME, load_tokenizer, tokenizer_dict
+
+        where = f"--resume from {directory}"
+        saved_model, saved_train = ckpt.read_config(directory)
+        old, new = saved_model.to_dict(), self.model_cfg.to_dict()
+        diff = [f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}"
+                for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]  # fmt: skip
+        if diff:
+            raise ValueError(
+                f"{where}: the model differs from the checkpoint's ({'; '.join(diff)}); resume "
+                f"with the checkpoint's model settings, or train a new run in another out_dir"
+            )
+        has_tok = (directory / FILENAME).exists()
+        if has_tok != (self.tokenizer is not None):
+            raise ValueError(
+                f"{where}: the checkpoint was trained {'with' if has_tok else 'without'} a "
+                f"tokenizer, this run has {'one' if self.tokenizer is not None else 'none'}"
+            )
+        if has_tok:
+            keys = ("pattern", "special_tokens", "ranks_sha256")
+            a, b = tokenizer_dict(load_tokenizer(directory)), tokenizer_dict(self.tokenizer)
+            bad = [k for k in keys if a[k] != b[k]]
+            if bad:
+                raise ValueError(
+                    f"{where}: the tokenizer {self.cfg.tokenizer!r} is not the one the checkpoint "
+                    f"was trained with ({', '.join(bad)} differ); resume with that tokenizer"
+                )
+        if saved_train is None:
+            return
+        defaults, now = TrainConfig().to_dict(), self.cfg.to_dict()
+        step = json.loads((directory / "trainer_state.json").read_text())["step"]
+        changed = []
+        for k, v in now.items():
+            before = saved_train.get(k, defaults[k])  # (a key added since: its default)
+            if k in RESUME_MAY_CHANGE or before == v:
+                continue
+            if k == "max_steps" and self.cfg.schedule == "constant" and v > step:
+                continue
+            note = ""
+            if k == "max_steps":
+                note = (f" (expected > the checkpoint's step {step})"
+                        if self.cfg.schedule == "constant"
+                        else " (only a constant schedule may change it)")  # fmt: skip
+            changed.append(f"{k}: checkpoint {before!r}, now {v!r}{note}")
+        if changed:
+            raise ValueError(
+                f"{where}: these settings differ from the checkpoint's: {'; '.join(changed)}; "
+                f"they set the run's schedule or data, so a resumed run must keep them (drop the "
+                f"overrides, or train a new run in another out_dir)"
+            )
+
     def load(self, directory: Path) -> None:
+        self.check_resumable(directory)
         state, tstate = ckpt.load_training_state(directory)
         plain = build_model(self.model_cfg).to(self.param_dtype)
         ckpt.load_weights(plain, directory)
@@ -334,19 +499,46 @@ class Trainer:
 
     # ---- the loop ----
     def fit(self) -> dict:
+        """Train; -> the summary. The main rank holds out_dir's lock (train/rundir.py) from its
+        first check to the last file written, released however ``_fit`` ends."""
+        lock = self._claim_out_dir()
+        try:
+            return self._fit()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _claim_out_dir(self) -> rundir.RunLock | None:
+        """Main rank: out_dir must be new, empty, or a run continued (resume) or moved aside
+        (cfg.overwrite), and not in use (rundir.claim_run_dir); then, holding its lock, tidy what
+        a save killed midway left there. Every rank raises if that failed."""
+        lock, error = None, None
+        if self.dist.is_main:
+            try:
+                lock = rundir.claim_run_dir(self.out_dir, self.resume, self.cfg.overwrite)
+                # a run killed while saving left a temp dir (or a moved-aside "best"): only our
+                # own prefixed names, and only in the directory this run now owns
+                ckpt.clean_interrupted_saves(self.out_dir / "checkpoints")
+                ckpt.clean_interrupted_saves(self.out_dir)
+            except Exception as e:
+                if lock is not None:
+                    lock.release()
+                lock, error = None, e
+        if dist.any_rank(error is not None, self.dist, self.device):
+            if error is not None:
+                raise error
+            raise ValueError(f"out_dir: rank 0 refused {self.out_dir} (see its error)")
+        return lock
+
+    def _fit(self) -> dict:
         cfg, main = self.cfg, self.dist.is_main
         self.t0 = time.perf_counter()
-        if main:  # a run killed while saving left a temp dir (or a moved-aside "best")
-            ckpt.clean_interrupted_saves(self.out_dir / "checkpoints")
-            ckpt.clean_interrupted_saves(self.out_dir)
         dist.barrier(self.dist)
         if self.resume:
-            last = ckpt.latest_checkpoint(self.out_dir)
-            if last is None:
-                raise ValueError(
-                    f"--resume: expected a checkpoint in {self.out_dir}/checkpoints, found none"
-                )
+            last = self.resume_checkpoint()
             self.load(last)
+            if main:
+                print(f"resuming from {last} (step {self.step})", file=sys.stderr)
         log = MetricsLog(self.out_dir / "metrics.jsonl", main, self.step if self.resume else None)
         log.log({"step": self.step, "event": "precision", "dtype": self.dtype_kind,
                  "reason": self.precision.reason, "hardware": hardware().summary()})  # fmt: skip
@@ -360,8 +552,16 @@ class Trainer:
 
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step",
                    disable=not (main and cfg.progress), file=sys.stderr)  # fmt: skip
-        reason, last_val = "max_steps", None
+        reason, last_val, diverged = "max_steps", None, None
         t_window, tok_window = time.perf_counter(), self.tokens_seen
+
+        def diverge(why: str, rec: dict | None = None) -> str:
+            # these weights are never saved; the loop stops at once (no eval, no checkpoint)
+            log.log({**(rec or {"step": self.step}), "event": "diverged", "reason": why})
+            if main:
+                bar.write(f"step {self.step}: diverged: {why}")
+            return why
+
         while self.step < cfg.max_steps:
             rec = self.train_step()
             self.history.append(rec)
@@ -371,9 +571,10 @@ class Trainer:
                     bar.write(
                         f"step {rec['step']}: non-finite loss {rec['loss']}, step skipped ({self.bad_steps}/{cfg.max_bad_steps})"
                     )
-                if self.bad_steps > cfg.max_bad_steps:
-                    reason = f"non-finite loss in {self.bad_steps} steps (max_bad_steps={cfg.max_bad_steps})"
-                    break
+            why = self.divergence(rec)
+            if why:
+                diverged = diverge(why, None if "event" in rec else rec)
+                break
             if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
                 dt = time.perf_counter() - t_window
                 tok_s = (self.tokens_seen - tok_window) / max(dt, 1e-9)
@@ -405,7 +606,11 @@ class Trainer:
                     bar.write(
                         f"step {self.step}: val loss {last_val:.4f}, ppl {math.exp(min(last_val, 50)):.2f}"
                     )
-                if last_val < self.best_val:
+                why = self.loss_divergence("validation", last_val)
+                if why:
+                    diverged = diverge(why)
+                    break
+                if last_val < self.best_val:  # finite here: best/ only ever holds a finite loss
                     self.best_val, self.evals_since_best = last_val, 0
                     self.save(self.out_dir / "best")
                 else:
@@ -419,12 +624,21 @@ class Trainer:
                             True,
                         )
             if self.step % cfg.save_interval == 0 or stop or self.step == cfg.max_steps:
+                if self.step % cfg.eval_interval and not stop and self.step != cfg.max_steps:
+                    # not evaluated at this step: one val batch checks the weights before saving
+                    why = self.loss_divergence("validation (1 batch, before saving)",
+                                               self.evaluate(n_batches=1))  # fmt: skip
+                    if why:
+                        diverged = diverge(why)
+                        break
                 self.save(self.out_dir / "checkpoints" / f"step_{self.step:07d}")
                 if main:
                     ckpt.prune_checkpoints(self.out_dir, cfg.keep_last)
             if stop:
                 break
         bar.close()
+        if diverged:
+            reason = f"diverged: {diverged}"
         summary = {
             "steps": self.step,
             "tokens": self.tokens_seen,
@@ -432,30 +646,58 @@ class Trainer:
             "last_val_loss": last_val,
             "skipped_steps": self.bad_steps,
             "wall_time_s": round(self.elapsed_before + time.perf_counter() - self.t0, 2),
+            "diverged": diverged is not None,
             "stop_reason": reason,
             "parameters": self.n_params,
             "dtype": self.dtype_kind,
             "dtype_reason": self.precision.reason,
             "hardware": hardware().summary(),
         }
+        has_best = (self.out_dir / "best").is_dir()
         if main:
-            self._export()
+            if not diverged or has_best:  # diverged: export best/ (a finite val loss) or nothing
+                self._export()
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             try:
                 plot_loss_curve(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
             except ValueError:
                 pass
+        if diverged:
+            kept = "best/ kept and exported" if has_best else "nothing exported (no best/)"
+            raise TrainingDiverged(
+                f"training diverged at step {self.step}: {diverged}; the diverged weights were "
+                f"not saved, {kept}; see {self.out_dir / 'summary.json'}",
+                summary,
+            )
         return summary
 
     def _export(self) -> None:
         """RUN_DIR/{config.json, model.safetensors, tokenizer}: best/ if there is one, else the
-        latest weights (so ``sample --model RUN_DIR`` works)."""
+        latest weights (so ``sample --model RUN_DIR`` works), then RUN_DIR/manifest.json over just
+        those files (``load_model`` verifies it; the run's other files are not in it). The source
+        checkpoint is verified first and the copies must hash the same, so a file that rotted on
+        disk is never blessed with a fresh manifest."""
         best = self.out_dir / "best"
         src = best if best.is_dir() else ckpt.latest_checkpoint(self.out_dir)
         if src is None:
             return
-        for name in ("config.json", "model.safetensors", "myllm101_tokenizer.json"):
-            if (src / name).exists():
-                tmp = self.out_dir / f".{name}.tmp"
-                shutil.copy2(src / name, tmp)
-                tmp.replace(self.out_dir / name)
+        source = ckpt.verify_checkpoint(src)["files"]
+        # no manifest while the files change: a crash below leaves an export that is refused
+        (self.out_dir / ckpt.MANIFEST).unlink(missing_ok=True)
+        names = []
+        for name in (*ckpt.MODEL_FILES, ckpt.TOKENIZER_FILE):
+            dst = self.out_dir / name
+            if not (src / name).exists():
+                dst.unlink(missing_ok=True)  # an earlier export's tokenizer is not this model's
+                continue
+            tmp = self.out_dir / f"{ckpt.TMP_PREFIX}{name}"
+            shutil.copy2(src / name, tmp)
+            tmp.replace(dst)
+            names.append(name)
+        written = json.loads(ckpt.write_manifest(self.out_dir, names).read_text())["files"]
+        changed = [n for n in names if written[n] != source.get(n)]
+        if changed:
+            (self.out_dir / ckpt.MANIFEST).unlink(missing_ok=True)
+            raise ValueError(
+                f"export {self.out_dir}: the copies of {changed} differ from {src} (disk error?)"
+            )
