@@ -105,6 +105,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         "o200k": bpe_patterns.O200K_SPLIT_PATTERN,
     }[args.pattern]
     train = _impl_module(args.impl).bpe_train
+    out = Path(args.out)
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():  # say so before training, not after
+        raise ValueError(f"{out}: expected a directory for the tokenizer (--out), but {existing} "
+                         "is a file")  # fmt: skip
     text = read_input(args.input, args.errors)
     specials = args.special or []
     t0 = time.perf_counter()
