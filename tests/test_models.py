@@ -23,19 +23,10 @@ from myllm101.reference.bert import ReferenceBert
 from myllm101.reference.gpt import ReferenceGPT
 from myllm101.reference.llama import ReferenceLlama
 from myllm101.reference.optim import AdamW
+from tests.train_helpers import one_thread  # noqa: F401 (autouse: one thread for tiny models)
 
 # (fast model class, preset) per architecture; each test below runs on every one
 MODELS = {"gpt": (GPT, "gpt-tiny"), "llama": (Llama, "llama-tiny"), "bert": (Bert, "bert-tiny")}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # the tiny models here run ops of a few hundred elements: a second intra-op thread only adds
-    # synchronisation, and on a busy 2-core machine it made the overfit loops ~50x slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def batch(cfg, seed: int = 0, B: int = 2, T: int = 12):

@@ -26,31 +26,10 @@ from myllm101.train import checkpoint as ckpt
 from myllm101.train.cli import main, sample_text
 from myllm101.train.metrics import read_metrics
 from myllm101.train.trainer import TrainingDiverged
+from tests.train_helpers import TOKENS, config, losses, one_thread  # noqa: F401 (autouse)
 
-TOKENS = np.random.default_rng(0).integers(0, 97, size=4000)
 TEXT = "To be, or not to be, that is the question.\n\nWhether 'tis nobler in the mind.\n" * 40
 EOT = "<|endoftext|>"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def config(tmp_path, **kw) -> TrainConfig:
-    base = dict(
-        out_dir=str(tmp_path / "run"), model={"preset": "gpt-tiny"}, seq_len=16, batch_size=4,
-        max_steps=12, warmup_steps=3, eval_interval=100, eval_batches=2, save_interval=100,
-        dtype="float32", progress=False, log_interval=1, lr=3e-3,
-    )  # fmt: skip
-    return TrainConfig(**{**base, **kw})
-
-
-def losses(trainer) -> list[float]:
-    return [r["loss"] for r in trainer.history]
 
 
 # ---- sample ----

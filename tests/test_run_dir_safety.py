@@ -25,22 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from myllm101.train import TrainConfig, Trainer, rundir
 from myllm101.train import checkpoint as ckpt
 from myllm101.train import cli as train_cli
+from tests.train_helpers import one_thread  # noqa: F401 (autouse)
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENS = np.random.default_rng(0).integers(0, 97, size=2000)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def config(out_dir, **kw) -> TrainConfig:

@@ -13,32 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from myllm101.train import TrainConfig, Trainer
+from myllm101.train import Trainer
 from myllm101.train import checkpoint as ckpt
 from myllm101.train.trainer import TrainingDiverged
-
-TOKENS = np.random.default_rng(0).integers(0, 97, size=4000)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: a second thread only adds synchronisation
-    yield
-    torch.set_num_threads(before)
-
-
-def config(tmp_path, **kw) -> TrainConfig:
-    base = dict(
-        out_dir=str(tmp_path / "run"), model={"preset": "gpt-tiny"}, seq_len=16, batch_size=4,
-        max_steps=12, warmup_steps=3, eval_interval=100, eval_batches=2, save_interval=100,
-        dtype="float32", progress=False, log_interval=1, lr=3e-3,
-    )  # fmt: skip
-    return TrainConfig(**{**base, **kw})
-
-
-def losses(trainer) -> list[float]:
-    return [r["loss"] for r in trainer.history]
+from tests.train_helpers import TOKENS, config, losses, one_thread  # noqa: F401 (autouse)
 
 
 def test_resume_gives_exactly_the_uninterrupted_losses(tmp_path):
