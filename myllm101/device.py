@@ -222,7 +222,10 @@ def int8_matmul_backend(device=None) -> str:
     """
     if _device_type(device) == "cuda":
         return "int_mm"
-    return "int_mm" if hardware().native_int8 else "fp32_exact"
+    # called for every int8 GEMM: only the int8 answer (cached CPU facts + the override), not the
+    # whole hardware() record with its CUDA and thread queries
+    flags, capability, _, _ = _static_facts()
+    return "int_mm" if _native_int8(flags, capability)[0] else "fp32_exact"
 
 
 _warned: set[str] = set()

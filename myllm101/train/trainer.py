@@ -172,6 +172,7 @@ class Trainer:
         cfg, cuda = self.cfg, self.device.type == "cuda"
         # auto: bf16 autocast only where bf16 is native (else float32 on CPU), see device.py
         self.precision = choose_train_dtype(cfg.dtype, self.device)
+        self.hardware = hardware().summary()  # for the log and summary.json
         kind = self.precision.value
         if kind == "fp16" and not cuda:
             raise ValueError("dtype: fp16 (with GradScaler) needs CUDA; on CPU use bf16 or float32")
@@ -541,10 +542,10 @@ class Trainer:
                 print(f"resuming from {last} (step {self.step})", file=sys.stderr)
         log = MetricsLog(self.out_dir / "metrics.jsonl", main, self.step if self.resume else None)
         log.log({"step": self.step, "event": "precision", "dtype": self.dtype_kind,
-                 "reason": self.precision.reason, "hardware": hardware().summary()})  # fmt: skip
+                 "reason": self.precision.reason, "hardware": self.hardware})  # fmt: skip
         if main and cfg.progress:
             print(f"precision: {self.dtype_kind} ({self.precision.reason}); "
-                  f"{hardware().summary()}", file=sys.stderr)  # fmt: skip
+                  f"{self.hardware}", file=sys.stderr)  # fmt: skip
         peak = measure_matmul_flops(self.device, self.autocast_dtype or self.param_dtype)
         mc = self.model_cfg
         flops_per_token = train_flops_per_token(self.n_matmul, mc.n_layer, mc.n_embd, cfg.seq_len)
@@ -651,7 +652,7 @@ class Trainer:
             "parameters": self.n_params,
             "dtype": self.dtype_kind,
             "dtype_reason": self.precision.reason,
-            "hardware": hardware().summary(),
+            "hardware": self.hardware,
         }
         has_best = (self.out_dir / "best").is_dir()
         if main:
