@@ -18,7 +18,7 @@ Batches are a pure function of (seed, index) (see data/batches.py), the RNG stat
 optimizer, so ``resume`` continues a run with exactly the losses of an uninterrupted one (CPU,
 float32, same thread count); it starts from the newest intact checkpoint (damaged newer ones
 are moved aside with a warning) and refuses a changed model, tokenizer, data or schedule
-(``check_resumable``). Every ``eval_interval`` steps: validation loss and perplexity on
+(train/resume.py). Every ``eval_interval`` steps: validation loss and perplexity on
 ``eval_batches`` fixed batches; a new best is saved to RUN_DIR/best; ``early_stopping_patience``
 evaluations without one stop the run. Only rank 0 logs and writes files.
 """
@@ -53,6 +53,7 @@ from myllm101.train.metrics import (
     plot_loss_curve,
     train_flops_per_token,
 )
+from myllm101.train.resume import check_resumable
 from myllm101.train.schedule import make_scheduler
 
 
@@ -64,18 +65,6 @@ class TrainingDiverged(ValueError):
     def __init__(self, message: str, summary: dict | None = None):
         super().__init__(message)
         self.summary = summary or {}
-
-
-# config keys a resumed run may change: they do not alter the schedule or the data of the steps
-# it takes (what is logged, evaluated, kept or printed; where the files are; the device and the
-# precision). Any other difference is refused (max_steps: see Trainer.check_resumable).
-RESUME_MAY_CHANGE = frozenset({
-    "eval_interval", "log_interval", "save_interval", "keep_last", "max_time_s", "progress",
-    "sample_prompt", "sample_tokens", "num_threads", "eval_batches", "early_stopping_patience",
-    "compile", "gradient_checkpointing", "device", "dtype", "distributed", "max_bad_steps",
-    "divergence_loss", "out_dir", "tokens_dir", "overwrite",
-    "tokenizer", "model",  # compared by content instead: the tokenizer's ranks, the model config
-})  # fmt: skip
 
 
 def build_model(model_cfg) -> torch.nn.Module:
@@ -427,64 +416,8 @@ class Trainer:
         dist.barrier(self.dist)
         return last
 
-    def check_resumable(self, directory: Path) -> None:
-        """ValueError unless the checkpoint in ``directory`` continues this run as configured:
-        the same model config, the same tokenizer, and the same train config except for the
-        RESUME_MAY_CHANGE keys (which do not change the schedule or the data). max_steps may
-        change only under a constant schedule (the only one that does not depend on it)."""
-        from myllm101.tokenizer.formats import FILENAME, load_tokenizer, tokenizer_dict
-
-        where = f"--resume from {directory}"
-        saved_model, saved_train = ckpt.read_config(directory)
-        old, new = saved_model.to_dict(), self.model_cfg.to_dict()
-        diff = [f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}"
-                for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]  # fmt: skip
-        if diff:
-            raise ValueError(
-                f"{where}: the model differs from the checkpoint's ({'; '.join(diff)}); resume "
-                f"with the checkpoint's model settings, or train a new run in another out_dir"
-            )
-        has_tok = (directory / FILENAME).exists()
-        if has_tok != (self.tokenizer is not None):
-            raise ValueError(
-                f"{where}: the checkpoint was trained {'with' if has_tok else 'without'} a "
-                f"tokenizer, this run has {'one' if self.tokenizer is not None else 'none'}"
-            )
-        if has_tok:
-            keys = ("pattern", "special_tokens", "ranks_sha256")
-            a, b = tokenizer_dict(load_tokenizer(directory)), tokenizer_dict(self.tokenizer)
-            bad = [k for k in keys if a[k] != b[k]]
-            if bad:
-                raise ValueError(
-                    f"{where}: the tokenizer {self.cfg.tokenizer!r} is not the one the checkpoint "
-                    f"was trained with ({', '.join(bad)} differ); resume with that tokenizer"
-                )
-        if saved_train is None:
-            return
-        defaults, now = TrainConfig().to_dict(), self.cfg.to_dict()
-        step = json.loads((directory / "trainer_state.json").read_text())["step"]
-        changed = []
-        for k, v in now.items():
-            before = saved_train.get(k, defaults[k])  # (a key added since: its default)
-            if k in RESUME_MAY_CHANGE or before == v:
-                continue
-            if k == "max_steps" and self.cfg.schedule == "constant" and v > step:
-                continue
-            note = ""
-            if k == "max_steps":
-                note = (f" (expected > the checkpoint's step {step})"
-                        if self.cfg.schedule == "constant"
-                        else " (only a constant schedule may change it)")  # fmt: skip
-            changed.append(f"{k}: checkpoint {before!r}, now {v!r}{note}")
-        if changed:
-            raise ValueError(
-                f"{where}: these settings differ from the checkpoint's: {'; '.join(changed)}; "
-                f"they set the run's schedule or data, so a resumed run must keep them (drop the "
-                f"overrides, or train a new run in another out_dir)"
-            )
-
     def load(self, directory: Path) -> None:
-        self.check_resumable(directory)
+        check_resumable(directory, self.model_cfg, self.tokenizer, self.cfg)
         state, tstate = ckpt.load_training_state(directory)
         plain = build_model(self.model_cfg).to(self.param_dtype)
         ckpt.load_weights(plain, directory)
