@@ -48,6 +48,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                     model = load_model(cfg.out_dir)[0].to(trainer.device)
                 print("--- samples ---")
                 train_samples(model, trainer.tokenizer, cfg)
+        # every rank is done before any tears its process group down: gloo aborts a rank whose
+        # peer left first ("terminate called without an active exception", exit -6; seen once)
+        dist.barrier(trainer.dist)
     finally:
         dist.cleanup()
     return 0
