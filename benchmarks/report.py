@@ -1,15 +1,16 @@
 """Turn pytest-benchmark JSON into benchmarks/results/REPORT.md and a bar chart.
 
-    python -m benchmarks.report benchmarks/results/bench.json [--out benchmarks/results]
+    python -m benchmarks.report benchmarks/results/layers.json [--out benchmarks/results]
 
 Each row compares the reference and the fast implementation measured in the same run; the
-speed-up is reference time / fast time (median of the rounds).
+speed-up is reference time / fast time (median of the rounds). The report is computed from
+``layers.raw.json``, written next to it (``benchmarks/raw.py``); passing that file instead of the
+full JSON reproduces the report.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from benchmarks import raw  # noqa: E402
+
 
 def load_rows(bench_json: dict) -> list[dict]:
     """One row per (component, size, mode) with both implementations side by side."""
@@ -26,7 +29,7 @@ def load_rows(bench_json: dict) -> list[dict]:
     for b in bench_json["benchmarks"]:
         info = b["extra_info"]
         key = (info["component"], info["size"], info["shape"], info["mode"])
-        grouped[key][info["impl"]] = {"ms": b["stats"]["median"] * 1e3, "mb": info["peak_mb"]}
+        grouped[key][info["impl"]] = {"ms": b["stats"]["median"] * 1e3, "mb": info.get("peak_mb")}
     rows = []
     for (component, size, shape, mode), impls in grouped.items():
         ref, fast = impls.get("reference"), impls.get("fast")
@@ -51,10 +54,11 @@ def _fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
-def markdown(rows: list[dict], machine: dict) -> str:
+def markdown(rows: list[dict], machine: dict, source: str = "") -> str:
     lines = [
         "# Benchmark report",
         "",
+        *([source, ""] if source else []),
         f"{machine_line(machine)} "
         "Reference = NumPy (float32), fast = PyTorch eager (float32), measured in the same run; "
         "times are medians, speed-up = reference / fast, peak memory is the extra memory one call "
@@ -150,19 +154,20 @@ def emulated(dtype: str | None, machine: dict) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("bench_json", type=Path)
+    p.add_argument("bench_json", type=Path, help="pytest-benchmark JSON, or a layers.raw.json")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
-    data = json.loads(args.bench_json.read_text())
+    data, raw_path = raw.load(args.bench_json, args.out, "layers")
     rows = load_rows(data)
     machine = machine_info(data)
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "REPORT.md").write_text(
-        markdown(rows, machine) + "\n![speed-ups](layers_speedup.png)\n"
+        markdown(rows, machine, raw.source_line(data, raw_path))
+        + "\n![speed-ups](layers_speedup.png)\n"
     )
     plot(rows, args.out / "layers_speedup.png")
     print(
-        f"wrote {args.out / 'REPORT.md'} and {args.out / 'layers_speedup.png'} ({len(rows)} rows)"
+        f"wrote {args.out / 'REPORT.md'}, {args.out / 'layers_speedup.png'} and {raw_path} "
+        f"({len(rows)} rows)"
     )
 
 

@@ -2,6 +2,9 @@
 
     python -m benchmarks.tokenizer_report tok.json [--out benchmarks/results]
 
+The report is computed from ``tokenizer.raw.json``, written next to it (``benchmarks/raw.py``);
+passing that file instead of the full JSON reproduces the report.
+
 Ratios compare implementations measured in the same run (medians). Reference training cells for
 4k-32k vocabularies are *estimates*: the measured time of the reference's 32 merges on that corpus,
 scaled to the number of merges the fast trainer actually made (its per-merge cost is a full pass
@@ -12,7 +15,6 @@ high).
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from benchmarks import raw  # noqa: E402
 from benchmarks.report import machine_info, machine_line  # noqa: E402
 
 IMPLS = ("fast", "fast-cold", "reference", "tiktoken", "hf")
@@ -44,18 +47,19 @@ def rows_of(data: dict, bench: str) -> list[dict]:
 
 def encode_table(rows: list[dict]) -> tuple[list[str], dict]:
     lines = [
-        "| size | implementation | MB | seconds | MB/s | vs tiktoken |",
-        "|---|---|---:|---:|---:|---:|",
+        "| size | implementation | MB | seconds | MB/s | vs tiktoken | vs HF tokenizers |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     speeds = defaultdict(dict)
     for r in rows:
         speeds[r["size"]][r["impl"]] = r["bytes"] / 1e6 / r["s"]
     for r in sorted(rows, key=lambda r: (r["size"] != "full", IMPLS.index(r["impl"]))):
         mbps = speeds[r["size"]][r["impl"]]
-        base = speeds[r["size"]].get("tiktoken")
-        ratio = f"{mbps / base:.2f}x" if base else "-"
+        tik, hf = speeds[r["size"]].get("tiktoken"), speeds[r["size"]].get("hf")
+        vs_tik = f"{mbps / tik:.2f}x" if tik else "-"
+        vs_hf = f"{mbps / hf:.2f}x" if hf else "-"
         lines.append(f"| {r['size']} | {NAMES[r['impl']]} | {r['bytes'] / 1e6:.2f} | {r['s']:.3f} "
-                     f"| {mbps:.2f} | {ratio} |")  # fmt: skip
+                     f"| {mbps:.2f} | {vs_tik} | {vs_hf} |")  # fmt: skip
     return lines, speeds
 
 
@@ -143,7 +147,8 @@ def plot(speeds: dict, train: list[dict], patho: list[dict], path: Path) -> None
     axes[2].set_yscale("log")
     axes[2].set_xlabel("input characters")
     axes[2].set_ylabel("encode seconds")
-    axes[2].legend(fontsize=7)
+    if axes[2].get_legend_handles_labels()[0]:
+        axes[2].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -151,16 +156,18 @@ def plot(speeds: dict, train: list[dict], patho: list[dict], path: Path) -> None
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("bench_json", type=Path)
+    p.add_argument("bench_json", type=Path, help="pytest-benchmark JSON, or a tokenizer.raw.json")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
-    data = json.loads(args.bench_json.read_text())
+    data, raw_path = raw.load(args.bench_json, args.out, "tokenizer")
     machine = machine_info(data)
     enc_lines, speeds = encode_table(rows_of(data, "encode"))
     train_lines, train = train_table(rows_of(data, "train"))
     patho = rows_of(data, "pathological")
     md = [
         "# Tokenizer benchmarks",
+        "",
+        raw.source_line(data, raw_path),
         "",
         f"{machine_line(machine)} Everything single thread. Medians; every ratio compares implementations measured in the same run. "
         "GPT-2's vocabulary for encoding (tiktoken and HF built from our loaded ranks); "
@@ -190,10 +197,9 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "![tokenizer benchmarks](tokenizer.png)",
     ]
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "TOKENIZER.md").write_text("\n".join(md) + "\n")
     plot(speeds, train, patho, args.out / "tokenizer.png")
-    print(f"wrote {args.out / 'TOKENIZER.md'} and {args.out / 'tokenizer.png'}")
+    print(f"wrote {args.out / 'TOKENIZER.md'}, {args.out / 'tokenizer.png'} and {raw_path}")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,9 @@ def test_layer_benchmarks_run_and_report(tmp_path):
     text = (tmp_path / "REPORT.md").read_text()
     assert "| rmsnorm | B=2 T=16 C=64 | forward |" in text
     assert (tmp_path / "layers_speedup.png").stat().st_size > 1000
+    # the small committed form the report is computed from, named in its header
+    assert "Source: [layers.raw.json](layers.raw.json)" in text
+    assert (tmp_path / "layers.raw.json").stat().st_size < out.stat().st_size / 3
     # every component that has a backward appears in both modes, with both implementations timed
     rows = report.load_rows(data)
     assert all(r["ref_ms"] is not None and r["fast_ms"] is not None for r in rows)
@@ -161,6 +164,8 @@ def test_int8_benchmark_runs_and_reports(tmp_path):
     ratio_report.main([str(out), "--name", "INT8", "--title", "int8", "--out", str(tmp_path)])
     text = (tmp_path / "INT8.md").read_text()
     assert "## int8 matmul M=8" in text and "| fp32 (baseline) |" in text
+    assert "Source: [int8.raw.json](int8.raw.json), 6 benchmarks" in text
+    assert (tmp_path / "int8.raw.json").stat().st_size < 20_000
     from myllm101.device import int8_matmul_backend
 
     assert f"device.py picks {int8_matmul_backend('cpu')} on this CPU" in text

@@ -43,3 +43,5 @@ def test_hub_benchmarks_run_and_report(tmp_path):
     assert "## smollm2 decode smoke" in text and bf16_row in text
     assert "transformers-fp32 (baseline)" in text and "tokens/s" in text and "sentences/s" in text
     assert (tmp_path / "hub.png").stat().st_size > 1000
+    assert "Source: [hub.raw.json](hub.raw.json)" in text  # the small raw file the report is from
+    assert (tmp_path / "hub.raw.json").stat().st_size < out.stat().st_size
