@@ -5,7 +5,8 @@ much a part of a vocabulary as its merges: encoding with the right ranks but the
 different ids. The strings are the ones tiktoken uses (they are facts about the vocabularies);
 they need the ``regex`` package (``\\p{L}`` classes, possessive ``++`` quantifiers).
 
-Shared by ``reference/bpe.py`` and ``fast/bpe.py``; like ``checks.py`` it imports nothing.
+Shared by ``reference/bpe.py`` and ``fast/bpe.py``, with ``fix_surrogates``, the one change a text
+gets before the pattern runs; like ``checks.py`` it imports nothing.
 """
 
 # GPT-2 (r50k_base). The original GPT-2 release wrote it as
@@ -42,3 +43,15 @@ SPLIT_PATTERNS = {
     "cl100k_base": GPT4_SPLIT_PATTERN,
     "o200k_base": O200K_SPLIT_PATTERN,
 }
+
+
+def fix_surrogates(text: str) -> str:
+    """Lone UTF-16 surrogates cannot be UTF-8 encoded: they become U+FFFD (as in tiktoken).
+
+    "a\\ud800b" -> "a\\ufffdb";  a valid surrogate pair "\\ud83d\\ude00" -> "\\U0001f600"
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")

@@ -1,12 +1,17 @@
 """Input validation shared by the reference (NumPy) and fast (PyTorch) trees.
 
-Pure Python on purpose: it only reads ``.shape`` and ``.dtype``, so both trees can use it without
-either importing the other's array library. Every error is a ``ValueError`` that names the argument,
-what was expected and what was given.
+Pure Python on purpose: it imports neither NumPy nor torch, so the reference tree, the fast tree and
+the Triton kernels (``myllm101/kernels``) all use it without importing each other. Most checks read
+only ``.shape``, ``.dtype`` and plain values; the few that must look at values (ids, targets) use
+operations NumPy arrays and torch tensors share (comparisons, ``.any()``, boolean indexing). Every
+check of a component lives here once: its reference, fast and kernel versions call the same
+function. Every error is a ``ValueError`` that names the argument, what was expected and what was
+given.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,3 +82,368 @@ def expect_in_range(name: str, value: float, low: float, high: float) -> None:
     """low <= value < high."""
     if not (low <= value < high):
         raise ValueError(f"{name}: expected a value in [{low}, {high}), got {value}")
+
+
+def expect_str(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise ValueError(f"{name}: expected str, got {type(value).__name__}")
+
+
+# --------------------------------------------------------------------------------------------------
+# checks of one component, shared by its reference, fast and kernel versions
+
+
+# linear layer
+
+
+def check_linear_shapes(x: Any, w: Any, b: Any) -> None:
+    """x (..., in) float, w (out, in), b (out,) or None."""
+    expect_float("x", x)
+    expect_ndim("w", w, 2)
+    expect_dim("x", x, -1, w.shape[1], "in_features of w")
+    if b is not None:
+        expect_shape("b", b, (w.shape[0],))
+
+
+def check_linear_dtypes(x: Any, w: Any, b: Any) -> None:
+    """w and b (if any) in x's dtype: mixed dtypes would upcast silently (NumPy) or fail (torch)."""
+    expect_dtype("w", w, (dtype_name(x),))
+    if b is not None:
+        expect_dtype("b", b, (dtype_name(x),))
+
+
+# RMSNorm
+
+
+def check_rmsnorm(x: Any, weight: Any, eps: float) -> None:
+    """x (..., C) float, weight (C,), eps > 0."""
+    expect_float("x", x)
+    if len(x.shape) == 0:
+        raise ValueError(f"x: expected at least 1 dimension (..., C), got shape {tuple(x.shape)}")
+    expect_shape("weight", weight, (x.shape[-1],))
+    expect_positive("eps", eps)
+
+
+# activations
+
+GELU_APPROXIMATIONS = ("none", "tanh")
+
+
+def check_gelu_approximate(approximate: str) -> None:
+    if approximate not in GELU_APPROXIMATIONS:
+        raise ValueError(f"approximate: expected 'none' or 'tanh', got {approximate!r}")
+
+
+# attention and RoPE
+
+
+def check_qkv(q: Any, k: Any, v: Any, key_padding_mask: Any = None, scale: Any = None) -> None:
+    """Attention inputs: q (B, H, T, D) float, k/v (B, Hkv, S, D) of q's dtype with H % Hkv == 0,
+    key_padding_mask (B, S) bool or None, scale > 0 or None."""
+    expect_float("q", q)
+    expect_ndim("q", q, 4)
+    expect_ndim("k", k, 4)
+    B, H, T, D = q.shape
+    expect_shape("k", k, (B, None, None, D))
+    expect_same_shape("k", k, "v", v)
+    expect_dtype("k", k, (dtype_name(q),))
+    expect_dtype("v", v, (dtype_name(q),))
+    expect_divisible("q heads", H, "k/v heads", k.shape[1])
+    if key_padding_mask is not None:
+        expect_shape("key_padding_mask", key_padding_mask, (B, k.shape[2]))
+        expect_dtype("key_padding_mask", key_padding_mask, ("bool",))
+    if scale is not None:
+        expect_positive("scale", scale)
+
+
+def expect_even_head_dim(head_dim: int) -> None:
+    """RoPE rotates pairs of features: the head dim must be even."""
+    if head_dim % 2 != 0:
+        raise ValueError(f"head_dim: expected an even size (RoPE rotates pairs), got {head_dim}")
+
+
+def check_rope_frequencies(head_dim: int, seq_len: int, theta: float, offset: int) -> None:
+    """Arguments of ``rope_frequencies``: an even positive head_dim, seq_len > 0, theta > 0,
+    offset >= 0 (the first position, for KV-cache decoding)."""
+    expect_positive("head_dim", head_dim)
+    expect_even_head_dim(head_dim)
+    expect_positive("seq_len", seq_len)
+    expect_positive("theta", theta)
+    if offset < 0:
+        raise ValueError(f"offset: expected a value >= 0, got {offset}")
+
+
+def check_rope(x: Any, cos: Any, sin: Any) -> None:
+    """x: (B, H, T, D) float with an even D; cos/sin: both (T, D), or both (B, 1, T, D) (one row of
+    positions per batch row)."""
+    expect_float("x", x)
+    expect_ndim("x", x, 4)
+    B, _, T, D = x.shape
+    expect_even_head_dim(D)
+    expect_shape("cos", cos, (B, 1, T, D) if len(cos.shape) == 4 else (T, D))
+    expect_same_shape("cos", cos, "sin", sin)
+
+
+# cross-entropy loss
+
+REDUCTIONS = ("mean", "sum")  # of a loss over its rows
+
+
+def check_loss_options(label_smoothing: float, reduction: str) -> None:
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
+
+
+def check_cross_entropy(logits: Any, targets: Any, label_smoothing: float, reduction: str) -> None:
+    """logits (..., V) float with V >= 1, targets (...) int, and the loss options."""
+    expect_float("logits", logits)
+    if len(logits.shape) == 0 or logits.shape[-1] == 0:
+        raise ValueError(f"logits: expected shape (..., V) with V >= 1, got {tuple(logits.shape)}")
+    expect_int("targets", targets)
+    expect_shape("targets", targets, logits.shape[:-1])
+    check_loss_options(label_smoothing, reduction)
+
+
+# LoRA
+
+
+def check_lora_adapter(w: Any, A: Any, B: Any) -> None:
+    """w: (out, in), A: (r, in) with r >= 1, B: (out, r), all of w's float dtype."""
+    expect_float("w", w)
+    expect_ndim("w", w, 2)
+    expect_ndim("A", A, 2)
+    expect_positive("r (rows of A)", A.shape[0])
+    out_f, in_f = w.shape
+    r = A.shape[0]
+    expect_shape("A", A, (r, in_f))
+    expect_shape("B", B, (out_f, r))
+    expect_dtype("A", A, (dtype_name(w),))
+    expect_dtype("B", B, (dtype_name(w),))
+
+
+def check_lora_linear(x: Any, w: Any, b: Any, A: Any, B: Any) -> None:
+    """The adapter, plus x (..., in) in w's dtype and b (out,) or None."""
+    check_lora_adapter(w, A, B)
+    expect_float("x", x)
+    expect_dtype("x", x, (dtype_name(w),))
+    expect_dim("x", x, -1, w.shape[1], "in features of w")
+    if b is not None:
+        expect_shape("b", b, (w.shape[0],))
+
+
+def lora_scale(A: Any, alpha: float) -> float:
+    """alpha / r, where r = A.shape[0] is the adapter's rank (ValueError for r = 0)."""
+    expect_positive("r (rows of A)", A.shape[0])
+    return alpha / A.shape[0]
+
+
+# int8 quantization
+
+QMAX = 127  # int8 quantization is symmetric: q in [-127, 127]
+
+
+def check_int8_operands(a: Any, b: Any, name_a: str = "a", name_b: str = "b") -> None:
+    """a (M, K) int8 and b (N, K) int8, for a @ b.T."""
+    expect_dtype(name_a, a, ("int8",))
+    expect_dtype(name_b, b, ("int8",))
+    expect_ndim(name_a, a, 2)
+    expect_ndim(name_b, b, 2)
+    expect_dim(name_b, b, 1, a.shape[1], f"K, the columns of {name_a}")
+
+
+def check_int8_scale(q: Any, scale: Any) -> None:
+    """A float scale for int8 values q (rows, ...): () per tensor, (rows,) or (rows, 1) per row."""
+    expect_float("scale", scale)
+    if len(scale.shape) == 0:
+        return
+    rows = q.shape[0] if len(q.shape) >= 1 else 0
+    expect_shape("scale", scale, (rows,) if len(scale.shape) == 1 else (rows, 1))
+
+
+def check_int8_linear(x: Any, w_q: Any, w_scale: Any, b: Any) -> None:
+    """x (..., in) float, w_q (out, in) int8, w_scale () or (out,), b (out,) or None."""
+    expect_float("x", x)
+    expect_dtype("w_q", w_q, ("int8",))
+    expect_ndim("w_q", w_q, 2)
+    expect_dim("x", x, -1, w_q.shape[1], "in features of w_q")
+    if len(w_scale.shape) != 0:
+        expect_shape("w_scale", w_scale, (w_q.shape[0],))
+    if b is not None:
+        expect_shape("b", b, (w_q.shape[0],))
+
+
+# optimizers
+
+
+def check_sgd_options(lr: float, momentum: float, weight_decay: float) -> None:
+    expect_in_range("lr", lr, 0.0, math.inf)
+    expect_in_range("momentum", momentum, 0.0, math.inf)
+    expect_in_range("weight_decay", weight_decay, 0.0, math.inf)
+
+
+def check_adamw_options(lr: float, betas: Sequence[float], eps: float, weight_decay: float) -> None:
+    expect_in_range("lr", lr, 0.0, math.inf)
+    expect_in_range("betas[0]", betas[0], 0.0, 1.0)
+    expect_in_range("betas[1]", betas[1], 0.0, 1.0)
+    expect_in_range("eps", eps, 0.0, math.inf)
+    expect_in_range("weight_decay", weight_decay, 0.0, math.inf)
+
+
+# generation
+
+
+def check_max_new_tokens(max_new_tokens: int) -> None:
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 1
+    ):
+        raise ValueError(f"max_new_tokens: expected an int >= 1, got {max_new_tokens!r}")
+
+
+def check_temperature(temperature: float) -> None:
+    if not temperature >= 0:
+        raise ValueError(f"temperature: expected a value >= 0 (0 = greedy), got {temperature}")
+
+
+def check_top_k(top_k: int) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k: expected an int >= 1 or None, got {top_k!r}")
+
+
+def check_top_p(top_p: float) -> None:
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p: expected a value in (0, 1] or None, got {top_p}")
+
+
+# --------------------------------------------------------------------------------------------------
+# checks of values (duck-typed: they work on NumPy arrays and torch tensors alike; a torch caller
+# pays one host sync and skips them while torch.compile traces)
+
+
+def _unravel(flat: int, shape: Sequence[int]) -> tuple[int, ...]:
+    where = []
+    for size in reversed(tuple(shape)):
+        flat, i = divmod(flat, size)
+        where.append(i)
+    return tuple(reversed(where))
+
+
+def check_ids(ids: Any, vocab_size: int) -> None:
+    """ValueError unless every id is an integer in [0, vocab_size); names the first bad id."""
+    expect_int("ids", ids)
+    bad = (ids < 0) | (ids >= vocab_size)
+    if bool(bad.any()):
+        flat = bad.reshape(-1).tolist().index(True)  # only on the error path: a Python list is ok
+        where = _unravel(flat, ids.shape)
+        raise ValueError(
+            f"ids: expected every id in [0, {vocab_size}) (V={vocab_size} table rows), "
+            f"got id {int(ids.reshape(-1)[flat])} at index {where}"
+        )
+
+
+def check_targets(targets: Any, num_classes: int, ignore_index: int) -> None:
+    """Every target is a class in [0, V) or ``ignore_index``; else name the first bad one."""
+    bad = (targets != ignore_index) & ((targets < 0) | (targets >= num_classes))
+    if bool(bad.any()):
+        raise ValueError(
+            f"targets: expected class indices in [0, {num_classes}) or ignore_index={ignore_index}, "
+            f"got {int(targets[bad][0])}"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# byte-level BPE: vocabulary, special tokens and token ids (reference/bpe.py and fast/bpe.py)
+
+
+def check_special_tokens(special_tokens: Any) -> list[str]:
+    """``special_tokens`` (None or a list of strings) as a list of distinct non-empty strings."""
+    if special_tokens is None:
+        return []
+    if isinstance(special_tokens, str) or not all(isinstance(s, str) for s in special_tokens):
+        raise ValueError(
+            f"special_tokens: expected a list of strings, got {type(special_tokens).__name__} "
+            f"{special_tokens!r}"
+        )
+    specials = list(special_tokens)
+    if len(set(specials)) != len(specials) or "" in specials:
+        raise ValueError(f"special_tokens: expected distinct non-empty strings, got {specials}")
+    return specials
+
+
+def check_vocab_size(vocab_size: int, n_special: int) -> None:
+    """A BPE vocabulary holds the 256 byte tokens and the special tokens at least."""
+    if not isinstance(vocab_size, int) or vocab_size < 256 + n_special:
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small: need at least 256 byte tokens + {n_special} "
+            f"special tokens = {256 + n_special}"
+        )
+
+
+def check_bpe_vocab(mergeable_ranks, special_tokens) -> tuple[dict[bytes, int], dict[str, int]]:
+    """Validate a vocabulary: every single byte, distinct ranks >= 0, special ids >= 0 distinct
+    from each other and from the ranks. Returns copies (a tokenizer must not change when its input
+    does)."""
+    ranks = dict(mergeable_ranks)
+    specials = dict(special_tokens or {})
+    missing = [b for b in range(256) if bytes([b]) not in ranks]
+    if missing:
+        raise ValueError(
+            f"mergeable_ranks: expected all 256 single bytes, got {256 - len(missing)} "
+            f"(missing e.g. {bytes([missing[0]])!r})"
+        )
+    if len(set(ranks.values())) != len(ranks):
+        raise ValueError(
+            f"mergeable_ranks: expected distinct ranks, got {len(ranks)} tokens but "
+            f"{len(set(ranks.values()))} distinct ranks"
+        )
+    clash = set(specials.values()) & set(ranks.values())
+    if clash or len(set(specials.values())) != len(specials):
+        raise ValueError(
+            f"special_tokens: expected ids distinct from each other and from the ranks, got "
+            f"{specials} (shared ids: {sorted(clash)})"
+        )
+    negative = sorted(i for i in (*ranks.values(), *specials.values()) if i < 0)
+    if negative:
+        raise ValueError(
+            f"mergeable_ranks/special_tokens: expected ids >= 0, got negative id {negative[0]}"
+        )
+    return ranks, specials
+
+
+def check_special_args(allowed_special, disallowed_special, special_tokens) -> tuple[set, set]:
+    """tiktoken's rules: "all" means every special token; disallowed "all" means all not allowed.
+    Returns (allowed, disallowed) as sets of names."""
+    names = set(special_tokens)
+    allowed = names if allowed_special == "all" else set(allowed_special)
+    unknown = allowed - names
+    if unknown:
+        raise ValueError(
+            f"allowed_special: expected names from {sorted(names)}, got unknown {sorted(unknown)}"
+        )
+    disallowed = names - allowed if disallowed_special == "all" else set(disallowed_special)
+    return allowed, disallowed
+
+
+def disallowed_special_error(token: str) -> ValueError:
+    """The error for a disallowed special token found in the text (the caller raises it)."""
+    return ValueError(
+        f"encountered the disallowed special token {token!r} in the text; pass "
+        f"allowed_special={{{token!r}}} to encode it as the special token, or "
+        f"disallowed_special=() to encode it as plain text"
+    )
+
+
+def expect_token_id(token_id: Any, n_vocab: int, is_known: Any) -> int:
+    """``token_id`` as an int, if it is one (not a bool) in [0, n_vocab) with ``is_known(id)``."""
+    if isinstance(token_id, bool) or not hasattr(token_id, "__index__"):
+        raise ValueError(f"token id: expected an int, got {type(token_id).__name__}")
+    token_id = int(token_id)
+    if not (0 <= token_id < n_vocab and is_known(token_id)):
+        raise ValueError(
+            f"token id {token_id} is not in the vocabulary (n_vocab={n_vocab}, "
+            f"valid ids are 0..{n_vocab - 1} minus unused ones)"
+        )
+    return token_id

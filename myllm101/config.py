@@ -8,11 +8,16 @@ field, what was expected and what was given), and round-trips through JSON::
 
 ``PRESETS`` holds named configurations, from "-tiny" ones (parity tests, seconds on a CPU) to the
 published shapes ("gpt2" is GPT-2 small, 124M parameters; "bert-base"; "minilm-l6").
+
+``MODELS`` is the registry: which class implements each ``model_type`` in each tree.
+``build_model(cfg)`` makes a fresh fast model (``impl="reference"``: the NumPy twin); the classes
+are imported only then, so importing this module pulls in neither torch nor NumPy models.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -193,3 +198,33 @@ def config_from_dict(d: dict[str, Any]):
     if kind not in kinds:
         raise ValueError(f"model_type: expected one of {sorted(kinds)}, got {kind!r}")
     return kinds[kind].from_dict(d)
+
+
+# model_type -> {impl: "module:Class"}; both classes take the config first (the reference ones
+# also ``params=None, seed=0``) and read and write the same state_dict names
+MODELS: dict[str, dict[str, str]] = {
+    "gpt": {"fast": "myllm101.fast.gpt:GPT", "reference": "myllm101.reference.gpt:ReferenceGPT"},
+    "llama": {
+        "fast": "myllm101.fast.llama:Llama",
+        "reference": "myllm101.reference.llama:ReferenceLlama",
+    },
+    "bert": {
+        "fast": "myllm101.fast.bert:Bert",
+        "reference": "myllm101.reference.bert:ReferenceBert",
+    },
+}
+
+
+def model_class(model_type: str, impl: str = "fast") -> type:
+    """The class of ``model_type`` ("gpt" | "llama" | "bert") in ``impl`` ("fast" | "reference")."""
+    if model_type not in MODELS:
+        raise ValueError(f"model_type: expected one of {sorted(MODELS)}, got {model_type!r}")
+    if impl not in MODELS[model_type]:
+        raise ValueError(f"impl: expected 'fast' or 'reference', got {impl!r}")
+    module, name = MODELS[model_type][impl].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_model(cfg, impl: str = "fast"):
+    """A freshly initialized model for ``cfg``: an ``nn.Module`` (fast) or a NumPy reference."""
+    return model_class(cfg.model_type, impl)(cfg)

@@ -11,6 +11,7 @@ bf16 check), and every choice says why it was made.
     choose_train_dtype("auto", dev) -> Choice("bf16" | "float32" | "fp16", reason)
     choose_inference_dtype("auto")  -> Choice("bf16" | "fp32", reason)
     int8_matmul_backend(dev)        -> "int_mm" | "fp32_exact"
+    matmul_peak_flops(dev, dtype)   -> FLOP/s of a square torch.mm: the MFU denominator
 
 Forcing a branch (tests, or a user who knows better): ``MYLLM101_NATIVE_BF16=0|1`` and
 ``MYLLM101_NATIVE_INT8=0|1`` override what the CPU queries say.
@@ -21,6 +22,8 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -226,6 +229,47 @@ def int8_matmul_backend(device=None) -> str:
     # whole hardware() record with its CUDA and thread queries
     flags, capability, _, _ = _static_facts()
     return "int_mm" if _native_int8(flags, capability)[0] else "fp32_exact"
+
+
+def matmul_peak_size(device=None, dtype=torch.float32) -> int:
+    """n of the square matmul-peak GEMM: 2048 on CUDA; on a CPU 1024 (512 for float64, whose GEMM
+    is ~2x slower): large enough to reach the BLAS peak, ~0.1 s per call."""
+    if _device_type(device) == "cuda":
+        return 2048
+    return 512 if dtype == torch.float64 else 1024
+
+
+def matmul_peak_case(device=None, dtype=torch.float32, n: int | None = None):
+    """The matmul-peak workload -> (run, flops): ``run()`` multiplies two random (n, n) matrices
+    once with ``torch.mm`` on ``device`` in ``dtype`` and waits for the result (CUDA
+    synchronize); ``flops`` = 2 n^3 per call. The inputs come from their own generator, so the
+    caller's RNG stream is untouched. ``benchmarks/matmul_peak.py`` times the same ``run``."""
+    device = torch.device(device if device is not None else "cpu")
+    n = matmul_peak_size(device, dtype) if n is None else n
+    g = torch.Generator(device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
+    sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def run() -> None:
+        torch.mm(a, b)
+        sync()
+
+    return run, 2 * n**3
+
+
+def matmul_peak_flops(device=None, dtype=torch.float32, rounds: int = 5) -> float:
+    """Peak-ish FLOP/s of ``device`` in ``dtype`` for an MFU estimate: the fastest of ``rounds``
+    timed calls of ``matmul_peak_case`` after one warm-up (a peak is a maximum; single timings
+    catch clock ramp-up and other work)."""
+    run, flops = matmul_peak_case(device, dtype)
+    run()
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t0)
+    return flops / best
 
 
 _warned: set[str] = set()

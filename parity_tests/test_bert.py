@@ -2,7 +2,7 @@
 by state_dict name, for the masked-LM head and the classification head, with padding masks and
 token types; a finite-difference spot check of the reference backward (including the inline tanh).
 
-Tolerances as in test_gpt.py (float64, rtol 1e-6; atol 1e-12 for gradients that are zero in exact
+Tolerances as in test_gpt.py (float64, rtol 1e-10; atol 1e-12 for gradients that are zero in exact
 arithmetic, e.g. the k_proj bias, and come out as ~1e-17 rounding noise on both sides).
 """
 
@@ -19,6 +19,7 @@ from parity_tests.helpers import assert_close, examples, seeds
 from parity_tests.test_gpt import (
     ATOL,
     RTOL,
+    assert_float32_realistic,
     assert_grads_match,
     loss_spot_check,
     randomize_,
@@ -102,6 +103,23 @@ def test_classification_logits_loss_and_every_gradient_match(seed, B, T, pad):
     grads = ref.backward(cache)
     assert_grads_match(grads, fast)
     assert not grads["mlm_head.dense.weight"].any()
+
+
+def test_float32_realistic_width():
+    # 2 layers at width 512 (8 heads of 64, MLP 2048, as in BERT), 2 x 64 tokens of a 1024-token
+    # vocabulary with padding and token types, the masked-LM head, weights of scale 0.02
+    cfg = tiny_cfg(
+        vocab_size=1024, block_size=64, n_layer=2, n_head=8, n_embd=512, intermediate_size=2048
+    )
+    torch.manual_seed(0)
+    fast = Bert(cfg)
+    randomize_(fast, 0, scale=0.02)
+    ids, mask, types, labels = inputs(cfg, np.random.default_rng(0), 2, 64, pad=True)
+    t = torch.from_numpy
+    assert_float32_realistic(
+        fast, ReferenceBert, cfg, lambda r: r.forward(ids, mask, labels, token_type_ids=types),
+        lambda f: f(t(ids), t(mask), t(labels), token_type_ids=t(types)),
+    )  # fmt: skip
 
 
 def test_padding_is_invisible_to_real_tokens():

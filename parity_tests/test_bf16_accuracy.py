@@ -29,7 +29,14 @@ from parity_tests.test_hf_convert import FAST, bert, gpt2, llama
 
 transformers = pytest.importorskip("transformers")
 
-RATIO = 1.25  # the issue's bound: our bf16 error <= 1.25x transformers' bf16 error
+# our bf16 error <= RATIO x transformers' bf16 error. Both models round the same weights to bf16
+# and run their GEMMs in bf16; we keep the residual stream (and so every norm) in float32, which
+# transformers' bf16 model does not, so a correct implementation lands below 1: measured here our
+# error is 0.47-0.81 of theirs in the max and 0.39-0.87 in the mean over the eight checks (worst:
+# the randomized BERT's mean). 1.25 keeps >= 1.4x headroom above that worst case for CPUs whose
+# bf16 GEMM kernels round differently (the rule must hold on any CPU), while an implementation
+# with a quarter more bf16 error than transformers' own fails.
+RATIO = 1.25
 NEAR_TIE = 0.25  # float32 logit margin within which bf16 rounding may pick either token
 PROMPTS = [
     "The capital of France is",

@@ -107,16 +107,19 @@ def test_corpus_matches_tiktoken(name, encoders):
     expected = oracle.encode_ordinary(text)
     assert f.encode_ordinary(text) == expected
     assert f.encode(text) == expected  # the corpus holds no special tokens
-    part = text[:20_000]  # the reference merges every word from scratch: a slice
-    assert r.encode(part) == oracle.encode_ordinary(part)
+    assert r.encode(text) == expected
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_whole_corpus_matches_tiktoken(name, encoders):
-    f, _, oracle = encoders[name]
+    # both implementations on all of train.txt (4.6 MB): the reference takes ~2 s per vocabulary
+    # here (most Shakespeare words are one token, found by a single lookup before any merging)
+    f, r, oracle = encoders[name]
     text = corpus_text()
-    assert f.encode_ordinary(text) == oracle.encode_ordinary(text)
+    expected = oracle.encode_ordinary(text)
+    assert f.encode_ordinary(text) == expected
+    assert r.encode_ordinary(text) == expected
 
 
 # building blocks that exercise every branch of the three split patterns
@@ -129,8 +132,10 @@ TRICKY = [
 # Cn (unassigned in Python's Unicode tables) is left out: the Rust and Python regex engines may
 # use different Unicode versions for code points assigned since; Cs (lone surrogates) has its test
 unicode_chars = st.characters(exclude_categories=("Cs", "Cn"))
+# up to 64 fragments: long enough for runs of whitespace / digits / punctuation to meet and for
+# contractions and specials to land next to every other branch
 texts = st.lists(
-    st.one_of(st.sampled_from(TRICKY), st.text(unicode_chars, max_size=6)), max_size=16
+    st.one_of(st.sampled_from(TRICKY), st.text(unicode_chars, max_size=6)), max_size=64
 ).map("".join)
 
 
@@ -242,7 +247,7 @@ def toy_ranks():
 @given(piece=st.text(alphabet="the o,\n", min_size=1, max_size=300))
 def test_heap_merge_equals_rescanning_merge(piece, toy_ranks):
     data = piece.encode("utf-8")
-    assert list(fast.bpe_merge_piece(data, toy_ranks)) == ref.bpe_encode_piece(data, toy_ranks)
+    assert fast.bpe_encode_piece(data, toy_ranks) == ref.bpe_encode_piece(data, toy_ranks)
 
 
 def test_long_pieces_match_tiktoken(encoders):

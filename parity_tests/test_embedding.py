@@ -10,17 +10,43 @@ from torch import nn
 from myllm101.fast import embedding as fast
 from myllm101.reference import embedding as ref
 from parity_tests.helpers import (
-    TOL,
+    assert_catches_planted_error,
     assert_close,
+    assert_within,
     check_finite_differences,
     dtypes,
     rng_array,
     seeds,
+    sum_error,
     to_torch,
 )
 
 leads = st.lists(st.integers(1, 7), min_size=0, max_size=3)  # min_size=0: a single id
 id_dtypes = st.sampled_from(["int64", "int32", "int16", "uint8"])
+
+
+def dtable_error(ids, dout, V, dtype) -> np.ndarray:
+    """Rounding-error estimate per element of dtable: row v sums the dout rows of the n_v
+    positions holding id v, in an order that may differ between np.add.at and torch's scatter;
+    rule (S') of parity_tests/helpers.py with n = n_v (0 for a row never looked up: exact zeros)."""
+    flat_ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    d = dout.astype(np.float64).reshape(flat_ids.size, -1)
+    total, sum_sq = np.zeros((V, d.shape[1])), np.zeros((V, d.shape[1]))
+    np.add.at(total, flat_ids, d)
+    np.add.at(sum_sq, flat_ids, d * d)
+    n = np.bincount(flat_ids, minlength=V)[:, None]
+    return sum_error(total, sum_sq, n, dtype)
+
+
+def run_both(ids, table, dout):
+    """(reference out, dtable), (fast ...)."""
+    out, cache = ref.embedding_forward(ids, table)
+    dtable = ref.embedding_backward(dout, cache)
+    assert out.dtype == dtable.dtype == table.dtype
+    tablet = to_torch(table, True)
+    outt = fast.embedding(to_torch(ids), tablet)
+    (dtablet,) = torch.autograd.grad(outt, (tablet,), to_torch(dout))
+    return (out, dtable), (outt, dtablet)
 
 
 @given(
@@ -37,21 +63,30 @@ def test_forward_backward_match_torch(lead, V, C, dtype, id_dtype, seed):
     table = rng_array(rng, (V, C), dtype)
     dout = rng_array(rng, (*lead, C), dtype)
 
-    out, cache = ref.embedding_forward(ids, table)
-    dtable = ref.embedding_backward(dout, cache)
-    assert out.dtype == dtable.dtype == np.dtype(dtype)
+    (out, dtable), (outt, dtablet) = run_both(ids, table, dout)
+    assert_close(out, outt, rtol=0, atol=0, name="out")  # a lookup copies rows: bit-exact
+    assert_within(dtable, dtablet, dtable_error(ids, dout, V, dtype), name="dtable")
 
-    tablet = to_torch(table, True)
-    outt = fast.embedding(to_torch(ids), tablet)
-    (dtablet,) = torch.autograd.grad(outt, (tablet,), to_torch(dout))
 
-    # a lookup copies rows: bit-exact
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_realistic_size_and_bound_catches_a_planted_error(dtype):
+    # the demo tokenizer's 4096 ids x GPT-2 small's width, looked up at 4 x 128 positions drawn
+    # from 300 ids so that rows repeat ~7 times; the bound passes the true dtable and rejects it
+    # with one element off by PLANTED[dtype] (relative)
+    rng = np.random.default_rng(0)
+    V = 4096
+    ids = rng.integers(0, 300, size=(4, 128))
+    table = rng_array(rng, (V, 768), dtype)
+    dout = rng_array(rng, (4, 128, 768), dtype)
+    (out, dtable), (outt, dtablet) = run_both(ids, table, dout)
     assert_close(out, outt, rtol=0, atol=0, name="out")
-    # each table row sums the dout rows of its repeats, in an order that may differ between
-    # np.add.at and torch's scatter: allow the rounding error to grow with the number of ids
-    n = max(1, int(np.prod(lead)))
-    tol = TOL[dtype]
-    assert_close(dtable, dtablet, rtol=tol["rtol"] * n, atol=tol["atol"] * n, name="dtable")
+    # rows never looked up are exact zeros on both sides; plant among the rows that were
+    used = np.unique(ids)
+    est = dtable_error(ids, dout, V, dtype)[used]
+    assert not dtable[np.setdiff1d(np.arange(V), used)].any()
+    assert not dtablet.numpy()[np.setdiff1d(np.arange(V), used)].any()
+    check = lambda v: assert_within(dtable[used], v, est, name="dtable")
+    assert_catches_planted_error(check, dtablet.numpy()[used], dtype)
 
 
 def test_repeated_ids_add_up():

@@ -291,7 +291,7 @@ def test_bad_input_for_the_filters():
     with pytest.raises(ValueError, match=r"top_k: expected an int >= 1 or None, got 2.5"):
         ref_gen.top_k_filter(np.zeros(5), 2.5)
     with pytest.raises(ValueError, match=r"temperature: expected a value >= 0 .*, got -1"):
-        ref_gen.next_token(np.zeros(5), temperature=-1)
+        ref_gen.choose_next_token(np.zeros(5), temperature=-1)
 
 
 def test_top_p_one_keeps_every_token():

@@ -10,16 +10,59 @@ from torch import nn
 from myllm101.fast import layernorm as fast
 from myllm101.reference import layernorm as ref
 from parity_tests.helpers import (
-    TOL,
+    UNIT_ROUNDOFF,
+    assert_catches_planted_error,
     assert_close,
+    assert_within,
     check_finite_differences,
     dtypes,
+    reduction_error,
     rng_array,
     seeds,
     to_torch,
 )
 
 shapes = st.lists(st.integers(1, 9), min_size=1, max_size=3)
+
+
+def error_estimates(x, w, b, dy, eps, dtype) -> dict[str, np.ndarray]:
+    """First-order rounding-error estimates of y, dx, dweight, dbias, one per element, by the
+    rules in parity_tests/helpers.py (all arithmetic in float64 on the float inputs)."""
+    u, C = UNIT_ROUNDOFF[dtype], x.shape[-1]
+    x, w, dy = (a.astype(np.float64) for a in (x, w, dy))
+    mu = x.mean(-1, keepdims=True)
+    sigma = np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps)
+    x_hat = (x - mu) / sigma
+    # (C): this row's condition number; (S) on its mean and variance, (P) for the division:
+    # x_hat carries eps_row absolute (the mean's error, in units of sigma) and eps_row relative
+    kappa = np.abs(x).mean(-1, keepdims=True) / sigma
+    eps_row = u * np.sqrt(C) * (1 + kappa)  # (..., 1)
+    e_hat = eps_row * (1 + np.abs(x_hat))
+    # y = x_hat * w + b: x_hat's error times |w|, plus each side's final rounding of b (P)
+    est = {"y": np.abs(w) * e_hat + (0 if b is None else 2 * u * np.abs(b.astype(np.float64)))}
+    # dx = (g - mean(g) - x_hat * mean(g x_hat)) / sigma with g = w dy: each term carries
+    # eps_row of its size (the means by (S), x_hat by the above, 1/sigma by (P))
+    g = np.abs(w * dy)
+    spread = (g * (1 + np.abs(x_hat))).mean(-1, keepdims=True)
+    est["dx"] = eps_row / sigma * (g + (1 + np.abs(x_hat)) * spread)
+    # dweight, dbias: sums over every row (S'), whose terms dy * x_hat carry dy * e_hat (E)
+    rows = tuple(range(x.ndim - 1))
+    est["dweight"] = reduction_error(dy * x_hat, rows, dtype, np.abs(dy) * e_hat)
+    est["dbias"] = reduction_error(dy, rows, dtype)
+    return est
+
+
+def run_both(x, w, b, dy, eps):
+    """(reference y, dx, dweight, dbias), (fast ...): dbias None without a bias."""
+    y, cache = ref.layernorm_forward(x, w, b, eps)
+    dx, dw, db = ref.layernorm_backward(dy, cache)
+    assert y.dtype == dx.dtype == dw.dtype == x.dtype
+    xt, wt = to_torch(x, True), to_torch(w, True)
+    bt = None if b is None else to_torch(b, True)
+    yt = fast.layernorm(xt, wt, bt, eps)
+    grads = torch.autograd.grad(yt, (xt, wt) if b is None else (xt, wt, bt), to_torch(dy))
+    db_t = None if b is None else grads[2]
+    return (y, dx, dw, db), (yt, grads[0], grads[1], db_t)
 
 
 @given(
@@ -37,31 +80,29 @@ def test_forward_backward_match_torch(lead, C, bias, eps, dtype, seed):
     b = rng_array(rng, (C,), dtype) if bias else None
     dy = rng_array(rng, (*lead, C), dtype)
 
-    y, cache = ref.layernorm_forward(x, w, b, eps)
-    dx, dw, db = ref.layernorm_backward(dy, cache)
-    assert y.dtype == dx.dtype == dw.dtype == np.dtype(dtype)
-
-    xt, wt = to_torch(x, True), to_torch(w, True)
-    bt = to_torch(b, True) if bias else None
-    yt = fast.layernorm(xt, wt, bt, eps)
-    grads = torch.autograd.grad(yt, (xt, wt, bt) if bias else (xt, wt), to_torch(dy))
-
-    # centring cancels: a rounding of x (or of its mean) reaches x_hat multiplied by
-    # |x| / sqrt(var + eps), large when a row is nearly constant (C=1: var=0, eps=1e-5 -> ~300x
-    # per unit of |x|). Scale the tolerance by that condition number, at least 1.
-    x64 = x.astype(np.float64)
-    cond = float(np.max(np.abs(x64) / np.sqrt(x64.var(-1, keepdims=True) + eps)))
-    tol = {k: v * max(1.0, cond) for k, v in TOL[dtype].items()}
-    assert_close(y, yt, name="y", **tol)
-    assert_close(dx, grads[0], name="dx", **tol)
-    # dweight and dbias sum over every row: allow the reduction-order error to grow with the rows
-    rows = max(1, int(np.prod(lead)))
-    row_tol = dict(rtol=tol["rtol"] * rows, atol=tol["atol"] * rows)
-    assert_close(dw, grads[1], name="dweight", **row_tol)
+    ours, theirs = run_both(x, w, b, dy, eps)
+    est = error_estimates(x, w, b, dy, eps, dtype)
+    for name, a, t in zip(("y", "dx", "dweight"), ours, theirs):
+        assert_within(a, t, est[name], name=name)
     if bias:
-        assert_close(db, grads[2], name="dbias", **row_tol)
+        assert_within(ours[3], theirs[3], est["dbias"], name="dbias")
     else:
-        assert db is None
+        assert ours[3] is None
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_realistic_size_and_bounds_catch_a_planted_error(dtype):
+    # GPT-2 small's width over 4 x 128 positions; each bound passes the true output and rejects
+    # the same output with one element off by PLANTED[dtype] (relative)
+    rng = np.random.default_rng(0)
+    x = (rng_array(rng, (4, 128, 768), dtype, scale=2.0) + 1.5).astype(dtype)
+    w, b = rng_array(rng, (768,), dtype), rng_array(rng, (768,), dtype)
+    dy = rng_array(rng, x.shape, dtype)
+    ours, theirs = run_both(x, w, b, dy, 1e-5)
+    est = error_estimates(x, w, b, dy, 1e-5, dtype)
+    for name, a, t in zip(("y", "dx", "dweight", "dbias"), ours, theirs):
+        check = lambda v, a=a, name=name: assert_within(a, v, est[name], name=name)
+        assert_catches_planted_error(check, t, dtype)
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -11,16 +11,46 @@ from torch import nn
 from myllm101.fast import linear as fast
 from myllm101.reference import linear as ref
 from parity_tests.helpers import (
-    TOL,
-    assert_close,
+    assert_catches_planted_error,
+    assert_within,
     check_finite_differences,
     dtypes,
     rng_array,
     seeds,
+    sum_error,
     to_torch,
 )
 
 leads = st.lists(st.integers(1, 7), min_size=0, max_size=3)  # min_size=0: a single 1-D vector
+
+
+def error_estimates(x, w, b, dy, dtype) -> dict[str, np.ndarray]:
+    """Rounding-error estimates per element, by rule (S') of parity_tests/helpers.py: every output
+    is a sum of products (a product is exact to u, which the sum's own estimate already covers).
+    Sums of squares come from the squared operands, so no (rows, n_out, n_in) array is formed."""
+    x, w, dy = (a.astype(np.float64).reshape(-1, a.shape[-1]) for a in (x, w, dy))
+    b = np.zeros(w.shape[0]) if b is None else b.astype(np.float64)
+    n_in, n_out, rows = w.shape[1], w.shape[0], x.shape[0]
+    x2, w2, dy2 = x * x, w * w, dy * dy
+    return {
+        # y_ij = sum_k x_ik w_jk + b_j, dx_ik = sum_j dy_ij w_jk, dw_jk = sum_rows dy_ij x_ik
+        "y": sum_error(x @ w.T + b, x2 @ w2.T + b * b, n_in + 1, dtype),
+        "dx": sum_error(dy @ w, dy2 @ w2, n_out, dtype),
+        "dw": sum_error(dy.T @ x, dy2.T @ x2, rows, dtype),
+        "db": sum_error(dy.sum(0), dy2.sum(0), rows, dtype),
+    }
+
+
+def run_both(x, w, b, dy):
+    """(reference y, dx, dw, db), (fast ...): db None without a bias."""
+    y, cache = ref.linear_forward(x, w, b)
+    dx, dw, db = ref.linear_backward(dy, cache)
+    assert y.dtype == dx.dtype == dw.dtype == x.dtype
+    xt, wt = to_torch(x, True), to_torch(w, True)
+    bt = None if b is None else to_torch(b, True)
+    yt = fast.linear(xt, wt, bt)
+    grads = torch.autograd.grad(yt, (xt, wt) if b is None else (xt, wt, bt), to_torch(dy))
+    return (y, dx, dw, db), (yt, grads[0], grads[1], None if b is None else grads[2])
 
 
 @given(
@@ -38,27 +68,31 @@ def test_forward_backward_match_torch(lead, n_in, n_out, bias, dtype, seed):
     b = rng_array(rng, (n_out,), dtype) if bias else None
     dy = rng_array(rng, (*lead, n_out), dtype)
 
-    y, cache = ref.linear_forward(x, w, b)
-    dx, dw, db = ref.linear_backward(dy, cache)
-    assert y.dtype == dx.dtype == dw.dtype == np.dtype(dtype)
-
-    xt, wt = to_torch(x, True), to_torch(w, True)
-    bt = to_torch(b, True) if bias else None
-    yt = fast.linear(xt, wt, bt)
-    grads = torch.autograd.grad(yt, (xt, wt, bt) if bias else (xt, wt), to_torch(dy))
-
-    tol = TOL[dtype]
-    # y and dx sum n_in / n_out products of N(0, 1) numbers: values ~sqrt(n), so the base tolerance
-    # holds; dw and db also sum over every row, so their rounding error grows with the row count
-    rows = max(1, int(np.prod(lead)))
-    row_tol = dict(rtol=tol["rtol"] * rows, atol=tol["atol"] * rows)
-    assert_close(y, yt, name="y", **tol)
-    assert_close(dx, grads[0], name="dx", **tol)
-    assert_close(dw, grads[1], name="dw", **row_tol)
+    ours, theirs = run_both(x, w, b, dy)
+    est = error_estimates(x, w, b, dy, dtype)
+    assert_within(ours[0], theirs[0], est["y"].reshape(ours[0].shape), name="y")
+    assert_within(ours[1], theirs[1], est["dx"].reshape(ours[1].shape), name="dx")
+    assert_within(ours[2], theirs[2], est["dw"], name="dw")
     if bias:
-        assert_close(db, grads[2], name="db", **row_tol)
+        assert_within(ours[3], theirs[3], est["db"], name="db")
     else:
-        assert db is None
+        assert ours[3] is None
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_realistic_size_and_bounds_catch_a_planted_error(dtype):
+    # a GPT-2 small projection (768 -> 768) over 4 x 128 positions; each bound passes the true
+    # output and rejects the same output with one element off by PLANTED[dtype] (relative)
+    rng = np.random.default_rng(0)
+    x = rng_array(rng, (4, 128, 768), dtype)
+    w = rng_array(rng, (768, 768), dtype, scale=768**-0.5)
+    b, dy = rng_array(rng, (768,), dtype), rng_array(rng, (4, 128, 768), dtype)
+    ours, theirs = run_both(x, w, b, dy)
+    est = error_estimates(x, w, b, dy, dtype)
+    for name, a, t in zip(("y", "dx", "dw", "db"), ours, theirs):
+        e = est[name].reshape(a.shape)
+        check = lambda v, a=a, e=e, name=name: assert_within(a, v, e, name=name)
+        assert_catches_planted_error(check, t, dtype)
 
 
 @pytest.mark.parametrize("bias", [True, False])

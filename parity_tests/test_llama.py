@@ -2,7 +2,7 @@
 autograd, by state_dict name; grouped-query attention, tied and untied heads, a padding mask;
 a finite-difference spot check of the reference backward.
 
-Tolerances as in test_gpt.py (float64, rtol 1e-6; atol 1e-12 for gradients that are zero in exact
+Tolerances as in test_gpt.py (float64, rtol 1e-10; atol 1e-12 for gradients that are zero in exact
 arithmetic and come out as ~1e-17 rounding noise on both sides).
 """
 
@@ -19,6 +19,7 @@ from parity_tests.helpers import assert_close, examples, seeds
 from parity_tests.test_gpt import (
     ATOL,
     RTOL,
+    assert_float32_realistic,
     assert_grads_match,
     loss_spot_check,
     randomize_,
@@ -100,6 +101,23 @@ def test_float32_matches():
     assert logits32.dtype == np.float32 and out32.logits.dtype == torch.float32
     assert_close(logits32, out32.logits, rtol=1e-5, atol=1e-5, name="float32 logits")
     assert_close(loss32, out32.loss, rtol=1e-5, name="float32 loss")
+
+
+def test_float32_realistic_width():
+    # 2 layers at width 512: 8 query heads of 64 sharing 2 kv heads, SwiGLU width 1376, 2 x 64
+    # tokens of a 1024-token vocabulary, weights of scale 0.02
+    cfg = LlamaConfig(
+        vocab_size=1024, block_size=64, n_layer=2, n_head=8, n_kv_head=2, n_embd=512,
+        intermediate_size=1376,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    fast = Llama(cfg)
+    randomize_(fast, 0, scale=0.02)
+    ids = torch.from_numpy(np.random.default_rng(0).integers(0, 1024, (2, 64)))
+    assert_float32_realistic(
+        fast, ReferenceLlama, cfg, lambda r: r.forward(ids.numpy(), labels=ids.numpy()),
+        lambda f: f(ids, labels=ids),
+    )  # fmt: skip
 
 
 def test_rope_makes_the_model_order_aware():

@@ -54,8 +54,8 @@ def test_forward_backward_match_torch(lead, d_in, d_out, r, alpha, bias, dtype, 
     x, w, b, A, B = make_inputs(rng, lead, d_in, d_out, r, dtype, bias)
     dy = rng_array(rng, (*lead, d_out), dtype)
 
-    y, cache = ref.lora_forward(x, w, b, A, B, alpha)
-    dx, dA, dB = ref.lora_backward(dy, cache)
+    y, cache = ref.lora_linear_forward(x, w, b, A, B, alpha)
+    dx, dA, dB = ref.lora_linear_backward(dy, cache)
 
     xt, At, Bt = to_torch(x, True), to_torch(A, True), to_torch(B, True)
     wt, bt = to_torch(w), None if b is None else to_torch(b)
@@ -72,10 +72,10 @@ def test_finite_differences(seed, bias):
     x, w, b, A, B = make_inputs(rng, (2, 3), 5, 4, 3, "float64", bias)
     dy = rng_array(rng, (2, 3, 4))
     alpha = 6.0
-    _, cache = ref.lora_forward(x, w, b, A, B, alpha)
-    dx, dA, dB = ref.lora_backward(dy, cache)
+    _, cache = ref.lora_linear_forward(x, w, b, A, B, alpha)
+    dx, dA, dB = ref.lora_linear_backward(dy, cache)
     check_finite_differences(
-        lambda: ref.lora_forward(x, w, b, A, B, alpha)[0],
+        lambda: ref.lora_linear_forward(x, w, b, A, B, alpha)[0],
         {"x": x, "A": A, "B": B},
         {"x": dx, "A": dA, "B": dB},
         dy,
@@ -93,7 +93,7 @@ def test_merge_matches_torch_and_forward(d_in, d_out, r, dtype, seed):
     fast_merged = fast.lora_merge(to_torch(w), to_torch(A), to_torch(B), alpha)
     assert_close_sums(fast_merged, merged, dtype, "W'")
     # the merged weight computes the same layer as the adapter (exactly, up to rounding)
-    y_adapter, _ = ref.lora_forward(x, w, b, A, B, alpha)
+    y_adapter, _ = ref.lora_linear_forward(x, w, b, A, B, alpha)
     assert_close_sums(x @ merged.T + b, y_adapter, dtype, "merged y")
 
 
@@ -114,16 +114,16 @@ def test_merge_then_unmerge_restores_weight():
 def trained_module(d_in=13, d_out=9, r=4, alpha=8.0, dropout=0.0, dtype=torch.float64):
     torch.manual_seed(0)
     base = torch.nn.Linear(d_in, d_out, dtype=dtype)
-    m = fast.LoRALinear.from_linear(base, r=r, alpha=alpha, dropout=dropout)
+    m = fast.LoRALinear(base, r=r, alpha=alpha, dropout=dropout)
     with torch.no_grad():
         m.lora_B.normal_()  # pretend it was trained (a fresh B is zero)
     return base, m
 
 
-def test_module_from_linear():
+def test_module_wraps_linear():
     base = torch.nn.Linear(13, 9, dtype=torch.float64)
     w_before = base.weight.detach().clone()
-    m = fast.LoRALinear.from_linear(base, r=4, alpha=8.0)
+    m = fast.LoRALinear(base, r=4, alpha=8.0)
     # base frozen and shared, adapter trainable with the paper's init
     assert not base.weight.requires_grad and not base.bias.requires_grad
     assert m.weight is base.weight
@@ -143,7 +143,7 @@ def test_module_from_linear():
 def test_module_matches_reference_and_merges():
     base, m = trained_module()
     x = np.random.default_rng(1).standard_normal((2, 5, 13))
-    y_ref, _ = ref.lora_forward(
+    y_ref, _ = ref.lora_linear_forward(
         x, *(as_np(t) for t in (m.weight, m.bias, m.lora_A, m.lora_B)), m.alpha
     )
     xt = torch.from_numpy(x)
@@ -194,11 +194,11 @@ def test_bad_input():
     x, w, b = np.ones((2, 4)), np.ones((3, 4)), np.ones(3)
     A, B = np.ones((2, 4)), np.ones((3, 2))
     with pytest.raises(ValueError, match=r"r \(rows of A\): expected a positive value, got 0"):
-        ref.lora_forward(x, w, b, np.ones((0, 4)), np.ones((3, 0)), 1.0)
+        ref.lora_linear_forward(x, w, b, np.ones((0, 4)), np.ones((3, 0)), 1.0)
     with pytest.raises(ValueError, match=r"r \(rows of A\): expected a positive value, got 0"):
         fast.lora_merge(torch.ones(3, 4), torch.ones(0, 4), torch.ones(3, 0), 1.0)
     with pytest.raises(ValueError, match=r"A: expected shape \(2, 4\), got \(2, 5\)"):
-        ref.lora_forward(x, w, b, np.ones((2, 5)), B, 1.0)
+        ref.lora_linear_forward(x, w, b, np.ones((2, 5)), B, 1.0)
     with pytest.raises(ValueError, match=r"B: expected shape \(3, 2\), got \(3, 3\)"):
         ref.lora_merge(w, A, np.ones((3, 3)), 1.0)
     with pytest.raises(ValueError, match=r"B: expected shape \(3, 2\), got \(2, 3\)"):
@@ -208,19 +208,24 @@ def test_bad_input():
             torch.ones(2, 4), torch.ones(3, 4), None, torch.ones(2, 4), torch.ones(2, 3), 1.0
         )
     with pytest.raises(ValueError, match=r"x: expected size 4 in axis -1 .*, got shape \(2, 5\)"):
-        ref.lora_forward(np.ones((2, 5)), w, b, A, B, 1.0)
+        ref.lora_linear_forward(np.ones((2, 5)), w, b, A, B, 1.0)
     with pytest.raises(ValueError, match=r"x: expected size 4 in axis -1 .*, got shape \(2, 5\)"):
         fast.lora_linear(
             torch.ones(2, 5), torch.ones(3, 4), None, torch.ones(2, 4), torch.ones(3, 2), 1.0
         )
     with pytest.raises(ValueError, match="A: expected dtype float64, got float32"):
-        ref.lora_forward(x, w, b, A.astype(np.float32), B, 1.0)
+        ref.lora_linear_forward(x, w, b, A.astype(np.float32), B, 1.0)
+    # both trees run the same checks (myllm101.checks), x's dtype included
+    with pytest.raises(ValueError, match="x: expected dtype float64, got float32"):
+        ref.lora_linear_forward(x.astype(np.float32), w, b, A, B, 1.0)
+    with pytest.raises(ValueError, match="x: expected dtype float64, got float32"):
+        fast.lora_linear(*(to_torch(a) for a in (x.astype(np.float32), w, b, A, B)), 1.0)
     with pytest.raises(ValueError, match=r"b: expected shape \(3\), got \(4,\)"):
-        ref.lora_forward(x, w, np.ones(4), A, B, 1.0)
-    _, cache = ref.lora_forward(x, w, b, A, B, 1.0)
+        ref.lora_linear_forward(x, w, np.ones(4), A, B, 1.0)
+    _, cache = ref.lora_linear_forward(x, w, b, A, B, 1.0)
     with pytest.raises(ValueError, match=r"dy: expected shape \(2, 3\), got \(3, 2\)"):
-        ref.lora_backward(np.ones((3, 2)), cache)
+        ref.lora_linear_backward(np.ones((3, 2)), cache)
     with pytest.raises(ValueError, match="r: expected a positive value, got 0"):
-        fast.LoRALinear.from_linear(torch.nn.Linear(4, 3), r=0, alpha=1.0)
+        fast.LoRALinear(torch.nn.Linear(4, 3), r=0, alpha=1.0)
     with pytest.raises(ValueError, match=r"dropout: expected a value in \[0.0, 1.0\), got 1.5"):
-        fast.LoRALinear.from_linear(torch.nn.Linear(4, 3), r=2, alpha=1.0, dropout=1.5)
+        fast.LoRALinear(torch.nn.Linear(4, 3), r=2, alpha=1.0, dropout=1.5)

@@ -1,8 +1,12 @@
 """MiniLM sentence embeddings: our BERT + our WordPiece (fast and reference) == sentence-transformers
 loaded from the same local directory (never downloaded).
 
-Tolerance: cosine >= 0.99999 per sentence (the issue's bound; float32 vs float32 differ by ~1e-7,
-the float64 reference by about as much), plus the vectors have unit length to 1e-5.
+Tolerance: every component within 1e-5 of sentence-transformers' vector. Both sides run 6 float32
+layers of width 384 in a different order and normalise; measured here the largest component
+difference is 2.4e-7 (fast) and 2.1e-7 (reference), so 1e-5 leaves 40x. The cosine >= 0.99999 per
+sentence (the README's promise) is checked too, but is the weaker test: for unit vectors
+1 - cos = |a - b|**2 / 2, so it only rejects |a - b| > 4.5e-3 (measured 1 - cos: 1.2e-7, one
+float32 step below 1). The vectors have unit length to 1e-5 (measured 6e-8).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import numpy as np
 import pytest
 
 from myllm101.hub.embed import embed, model_dir
+from parity_tests.helpers import assert_close
 
 SENTENCES = [
     "A man is eating food.",
@@ -62,6 +67,7 @@ def test_embeddings_match_sentence_transformers(expected, impl):
     ours = embed(SENTENCES, model="minilm", impl=impl, batch_size=8 if impl == "fast" else 4)
     assert ours.shape == (len(SENTENCES), 384) and ours.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert_close(ours, expected, rtol=0.0, atol=1e-5, name=f"{impl} embeddings")
     cosine = np.sum(ours * expected, axis=1) / np.linalg.norm(expected, axis=1)
     worst = int(np.argmin(cosine))
     assert cosine.min() >= 0.99999, (impl, SENTENCES[worst][:60], float(cosine[worst]))

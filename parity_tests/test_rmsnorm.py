@@ -9,16 +9,48 @@ from hypothesis import strategies as st
 from myllm101.fast import rmsnorm as fast
 from myllm101.reference import rmsnorm as ref
 from parity_tests.helpers import (
-    TOL,
+    UNIT_ROUNDOFF,
+    assert_catches_planted_error,
     assert_close,
+    assert_within,
     check_finite_differences,
     dtypes,
+    reduction_error,
     rng_array,
     seeds,
     to_torch,
 )
 
 shapes = st.lists(st.integers(1, 9), min_size=1, max_size=3)
+
+
+def error_estimates(x, w, dy, eps, dtype) -> dict[str, np.ndarray]:
+    """Rounding-error estimates per element of y, dx, dweight, by the rules in helpers.py."""
+    u, C = UNIT_ROUNDOFF[dtype], x.shape[-1]
+    x, w, dy = (a.astype(np.float64) for a in (x, w, dy))
+    r = 1 / np.sqrt((x * x).mean(-1, keepdims=True) + eps)
+    x_hat = x * r
+    # mean(x**2) sums C positive terms: no cancellation, relative error u sqrt(C) by (S); the
+    # square root halves it, the products add a few u (P): x_hat and y carry rel of their size
+    rel = u * (np.sqrt(C) + 4)
+    est = {"y": rel * np.abs(x_hat * w)}
+    # dx = r (g - x_hat mean(g x_hat)), g = w dy: each term carries rel of its size
+    g = np.abs(w * dy)
+    est["dx"] = rel * r * (g + np.abs(x_hat) * (g * np.abs(x_hat)).mean(-1, keepdims=True))
+    # dweight: a sum over every row (S') of dy * x_hat, each term carrying rel of its size (E)
+    rows = tuple(range(x.ndim - 1))
+    est["dweight"] = reduction_error(dy * x_hat, rows, dtype, rel * np.abs(dy * x_hat))
+    return est
+
+
+def run_both(x, w, dy, eps=1e-6):
+    """(reference y, dx, dweight), (fast ...)."""
+    y, cache = ref.rmsnorm_forward(x, w, eps)
+    dx, dw = ref.rmsnorm_backward(dy, cache)
+    assert y.dtype == dx.dtype == dw.dtype == x.dtype
+    xt, wt = to_torch(x, True), to_torch(w, True)
+    yt = fast.rmsnorm(xt, wt, eps)
+    return (y, dx, dw), (yt, *torch.autograd.grad(yt, (xt, wt), to_torch(dy)))
 
 
 @given(lead=shapes, C=st.integers(1, 40), dtype=dtypes, seed=seeds)
@@ -28,19 +60,24 @@ def test_forward_backward_match_torch(lead, C, dtype, seed):
     w = rng_array(rng, (C,), dtype)
     dy = rng_array(rng, (*lead, C), dtype)
 
-    y, cache = ref.rmsnorm_forward(x, w)
-    dx, dw = ref.rmsnorm_backward(dy, cache)
+    ours, theirs = run_both(x, w, dy)
+    est = error_estimates(x, w, dy, 1e-6, dtype)
+    for name, a, t in zip(("y", "dx", "dweight"), ours, theirs):
+        assert_within(a, t, est[name], name=name)
 
-    xt, wt = to_torch(x, True), to_torch(w, True)
-    yt = fast.rmsnorm(xt, wt)
-    dxt, dwt = torch.autograd.grad(yt, (xt, wt), to_torch(dy))
 
-    tol = TOL[dtype]
-    assert_close(y, yt, name="y", **tol)
-    assert_close(dx, dxt, name="dx", **tol)
-    # dweight sums over every row: allow the reduction-order error to grow with the row count
-    rows = max(1, int(np.prod(lead)))
-    assert_close(dw, dwt, name="dweight", rtol=tol["rtol"] * rows, atol=tol["atol"] * rows)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_realistic_size_and_bounds_catch_a_planted_error(dtype):
+    # SmolLM2-135M's width (576) over 4 x 128 positions; each bound passes the true output and
+    # rejects the same output with one element off by PLANTED[dtype] (relative)
+    rng = np.random.default_rng(0)
+    x, w = rng_array(rng, (4, 128, 576), dtype), rng_array(rng, (576,), dtype)
+    dy = rng_array(rng, x.shape, dtype)
+    ours, theirs = run_both(x, w, dy)
+    est = error_estimates(x, w, dy, 1e-6, dtype)
+    for name, a, t in zip(("y", "dx", "dweight"), ours, theirs):
+        check = lambda v, a=a, name=name: assert_within(a, v, est[name], name=name)
+        assert_catches_planted_error(check, t, dtype)
 
 
 def test_module_matches_function():

@@ -11,11 +11,15 @@ from myllm101.fast import softmax as fast
 from myllm101.reference import softmax as ref
 from parity_tests.helpers import (
     TOL,
+    UNIT_ROUNDOFF,
     assert_close,
+    assert_within,
     check_finite_differences,
     dtypes,
     rng_array,
     seeds,
+    softmax_error_terms,
+    sum_error,
     to_torch,
 )
 
@@ -53,6 +57,51 @@ def test_forward_backward_match_torch(name, shape, axis_pick, dtype, scale, seed
     tol = TOL[dtype]
     assert_close(y, yt, name=f"{name} y", **tol)
     assert_close(dx, dxt, name=f"{name} dx", **tol)
+
+
+def error_estimates(name, x, dy, dtype) -> dict[str, np.ndarray]:
+    """Rounding-error estimates per element along the last axis, by the rules in helpers.py."""
+    u, V = UNIT_ROUNDOFF[dtype], x.shape[-1]
+    p, z, rel_sum = softmax_error_terms(x, -1, dtype)
+    rel_p = u * (np.abs(z) + 2) + rel_sum
+    dy = dy.astype(np.float64)
+    if name == "softmax":
+        # dx = p * (dy - c), c = sum p dy: c carries (S') plus its terms' rel_p (E)
+        c = (p * dy).sum(-1, keepdims=True)
+        pd2 = ((p * dy) ** 2).sum(-1, keepdims=True)
+        terms_err = np.sqrt(((rel_p * p * dy) ** 2).sum(-1, keepdims=True))
+        err_c = sum_error(c, pd2, V, dtype) + terms_err
+        dx = p * (dy - c)
+        dx_est = rel_p * p * (np.abs(dy) + np.abs(c)) + p * err_c + 2 * u * np.abs(dx)
+        return {"y": rel_p * p, "dx": dx_est}
+    # log_softmax: y = z - log S carries u (|z| + |log S| + |y|) + rel_sum; dx = dy - p * s with
+    # s = sum dy by (S'). 2u |dx|: each side rounds its own final subtraction
+    y = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    s = dy.sum(-1, keepdims=True)
+    err_s = sum_error(s, (dy * dy).sum(-1, keepdims=True), V, dtype)
+    return {
+        "y": u * (np.abs(z) + np.abs(y - z) + np.abs(y)) + rel_sum,
+        "dx": p * err_s + rel_p * p * np.abs(s) + 2 * u * np.abs(dy - p * s),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(FUNCS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_realistic_size(name, dtype):
+    # 4 rows over GPT-2's 50257-token vocabulary, logits of spread ~3. Probabilities are ~2e-5, so
+    # TOL's atol 1e-5 would compare nothing, and log_softmax's dx = dy - p * sum(dy) carries the
+    # float32 error of a 50257-term sum (measured 7e-5, over TOL): each element gets its own bound
+    ref_forward, ref_backward, fast_fn = FUNCS[name]
+    rng = np.random.default_rng(0)
+    x = rng_array(rng, (4, 50257), dtype, scale=3.0)
+    dy = rng_array(rng, x.shape, dtype)
+    y, cache = ref_forward(x, axis=-1)
+    xt = to_torch(x, True)
+    yt = fast_fn(xt, dim=-1)
+    (dxt,) = torch.autograd.grad(yt, xt, to_torch(dy))
+    est = error_estimates(name, x, dy, dtype)
+    assert_within(y, yt, est["y"], name=f"{name} y")
+    assert_within(ref_backward(dy, cache), dxt, est["dx"], name=f"{name} dx")
 
 
 def test_softmax_is_a_distribution_and_log_softmax_its_log():

@@ -96,6 +96,17 @@ def test_tokenizer_needs_every_byte(impl):
         IMPLS[impl].Tokenizer(ranks, r"\S+", {"<|x|>": 3})
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_tokenizer_rejects_negative_ids(impl):
+    # a negative id would index the fast decoder from its end; both trees refuse it up front
+    ranks = {bytes([b]): b for b in range(256)}
+    with pytest.raises(ValueError, match=r"expected ids >= 0, got negative id -1"):
+        IMPLS[impl].Tokenizer(ranks, r"\S+", {"<|x|>": -1})
+    ranks[b"ab"] = -5
+    with pytest.raises(ValueError, match=r"expected ids >= 0, got negative id -5"):
+        IMPLS[impl].Tokenizer(ranks, r"\S+")
+
+
 def test_unknown_pretrained_name_and_impl():
     with pytest.raises(
         ValueError,

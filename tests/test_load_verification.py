@@ -169,6 +169,27 @@ def test_config_shapes_that_disagree_with_the_weights_name_the_key(run, capsys):
     assert code == 2 and "config.json and the weights disagree" in err
 
 
+def test_gpt_weights_with_the_old_attention_names_are_refused_by_name(tmp_path):
+    # GPT's attention was attn.{q,k,v,o}_proj before it took GPT-2's attn.c_attn / attn.c_proj
+    from safetensors.torch import save_file
+
+    from myllm101.config import build_model, get_preset
+
+    model = build_model(get_preset("gpt-tiny"))
+    old = {}
+    for k, t in model.state_dict().items():
+        if ".attn.c_attn." in k:
+            for j, qkv in enumerate(("q_proj", "k_proj", "v_proj")):
+                old[k.replace("c_attn", qkv)] = t.chunk(3)[j].clone()
+        else:
+            old[k.replace("attn.c_proj", "attn.o_proj")] = t.clone()
+    old.pop("lm_head.weight")  # tied: stored once
+    save_file(old, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"h\.0\.attn\.[kqv]_proj\.\w+ is a GPT weight name of an "
+                       r"older myllm101; GPT now uses GPT-2's names: attn.c_attn"):  # fmt: skip
+        ckpt.load_weights(model, tmp_path)
+
+
 @pytest.mark.parametrize(
     "text,message",
     [

@@ -39,8 +39,8 @@ class Case:
     """One component variant at one size.
 
     ``ref_backward`` / ``fast_backward`` run forward *and* backward (what training pays for) and
-    return the gradients named in ``grad_names``, in that order. They are None for components
-    without a backward (e.g. an optimizer step).
+    return a tuple of gradients, one per differentiable input, in the same order on both sides.
+    They are None for components without a backward (e.g. an optimizer step).
     """
 
     component: str
@@ -50,7 +50,6 @@ class Case:
     fast_forward: Callable[[], torch.Tensor]
     ref_backward: Callable[[], tuple] | None = None
     fast_backward: Callable[[], tuple] | None = None
-    grad_names: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:

@@ -28,7 +28,6 @@ def make_cases(size: str, dtype: str, seed: int) -> list[Case]:
             fast_forward=lambda: fast_fn(xt.detach()),
             ref_backward=ref_backward,
             fast_backward=lambda: grads_of(fast_fn(xt), (xt,), dyt),
-            grad_names=("x",),
         )
 
     def swiglu_backward():
@@ -52,6 +51,5 @@ def make_cases(size: str, dtype: str, seed: int) -> list[Case]:
             fast_forward=lambda: fast.swiglu(xt.detach(), upt.detach()),
             ref_backward=swiglu_backward,
             fast_backward=lambda: grads_of(fast.swiglu(xt, upt), (xt, upt), dyt),
-            grad_names=("gate", "up"),
         ),
     ]

@@ -23,8 +23,8 @@ def _sdpa_case(variant, q, k, v, dout, causal, mask) -> Case:
     mt = None if mask is None else leaf(mask, False)
 
     def ref_backward():
-        _, cache = ref.sdpa_forward(q, k, v, causal, mask)
-        return ref.sdpa_backward(dout, cache)
+        _, cache = ref.scaled_dot_product_attention_forward(q, k, v, causal, mask)
+        return ref.scaled_dot_product_attention_backward(dout, cache)
 
     B, H, T, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
@@ -32,7 +32,7 @@ def _sdpa_case(variant, q, k, v, dout, causal, mask) -> Case:
         "attention",
         variant,
         f"B={B} H={H}/{Hkv} T={T} S={S} D={D}",
-        ref_forward=lambda: ref.sdpa_forward(q, k, v, causal, mask)[0],
+        ref_forward=lambda: ref.scaled_dot_product_attention_forward(q, k, v, causal, mask)[0],
         fast_forward=lambda: fast.scaled_dot_product_attention(
             qt.detach(), kt.detach(), vt.detach(), causal, mt
         ),
@@ -40,7 +40,6 @@ def _sdpa_case(variant, q, k, v, dout, causal, mask) -> Case:
         fast_backward=lambda: grads_of(
             fast.scaled_dot_product_attention(qt, kt, vt, causal, mt), (qt, kt, vt), dt
         ),
-        grad_names=("q", "k", "v"),
     )
 
 
@@ -79,7 +78,6 @@ def _mha_case(variant, rng, x, dy, H, Hkv, bias, theta, dtype) -> Case:
         fast_forward=fast_forward,
         ref_backward=ref_backward,
         fast_backward=lambda: grads_of(m(xt), (xt, *fast_params), dyt),
-        grad_names=("x", *names),
     )
 
 

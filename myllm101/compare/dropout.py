@@ -34,6 +34,5 @@ def make_cases(size: str, dtype: str, seed: int) -> list[Case]:
             fast_forward=lambda: fast.dropout_with_mask(xt.detach(), maskt, P),
             ref_backward=ref_backward,
             fast_backward=lambda: grads_of(fast.dropout_with_mask(xt, maskt, P), (xt,), dyt),
-            grad_names=("x",),
         )
     ]

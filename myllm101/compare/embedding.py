@@ -25,7 +25,6 @@ def _case(variant, ids, table, dout) -> Case:
         fast_forward=lambda: fast.embedding(idst, tablet.detach()),
         ref_backward=ref_backward,
         fast_backward=lambda: grads_of(fast.embedding(idst, tablet), (tablet,), doutt),
-        grad_names=("table",),
     )
 
 

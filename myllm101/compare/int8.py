@@ -55,7 +55,6 @@ def make_cases(size: str, dtype: str, seed: int) -> list[Case]:
             fast_forward=lambda: fast.int8_linear(xt.detach(), w_qt, w_scalet, bt),
             ref_backward=ref_backward,
             fast_backward=lambda: grads_of(fast.int8_linear(xt, w_qt, w_scalet, bt), (xt,), dyt),
-            grad_names=("x",),
         ),
         Case(
             "int8",

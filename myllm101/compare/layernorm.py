@@ -28,7 +28,6 @@ def _case(variant, x, w, b, dy) -> Case:
         ),
         ref_backward=ref_backward,
         fast_backward=lambda: grads_of(fast.layernorm(xt, wt, bt), params, dyt),
-        grad_names=("x", "weight") if b is None else ("x", "weight", "bias"),
     )
 
 

@@ -29,7 +29,6 @@ def _case(variant, x, w, b, dy) -> Case:
         ),
         ref_backward=ref_backward,
         fast_backward=lambda: grads_of(fast.linear(xt, wt, bt), params, dyt),
-        grad_names=("x", "w") if b is None else ("x", "w", "b"),
     )
 
 

@@ -35,7 +35,6 @@ def make_cases(size: str, dtype: str, seed: int) -> list[Case]:
             fast_forward=lambda: fast.cross_entropy(lt.detach(), tt, **kw),
             ref_backward=ref_backward,
             fast_backward=lambda: grads_of(fast.cross_entropy(lt, tt, **kw), (lt,), one),
-            grad_names=("logits",),
         )
 
     return [

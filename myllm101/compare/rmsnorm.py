@@ -28,6 +28,5 @@ def make_cases(size: str, dtype: str, seed: int) -> list[Case]:
             fast_forward=lambda: fast.rmsnorm(xt.detach(), wt.detach()),
             ref_backward=ref_backward,
             fast_backward=lambda: grads_of(fast.rmsnorm(xt, wt), (xt, wt), dyt),
-            grad_names=("x", "weight"),
         )
     ]

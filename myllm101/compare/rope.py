@@ -31,6 +31,5 @@ def make_cases(size: str, dtype: str, seed: int) -> list[Case]:
             fast_forward=lambda: fast.apply_rope(xt.detach(), fcos, fsin),
             ref_backward=ref_backward,
             fast_backward=lambda: grads_of(fast.apply_rope(xt, fcos, fsin), (xt,), dyt),
-            grad_names=("x",),
         )
     ]

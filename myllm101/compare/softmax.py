@@ -27,7 +27,6 @@ def make_cases(size: str, dtype: str, seed: int) -> list[Case]:
             fast_forward=lambda: fast_fn(xt.detach()),
             ref_backward=ref_backward,
             fast_backward=lambda: grads_of(fast_fn(xt), (xt,), dyt),
-            grad_names=("x",),
         )
 
     return [

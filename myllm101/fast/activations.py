@@ -13,20 +13,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from myllm101.checks import dtype_name, expect_dtype, expect_float, expect_same_shape
-
-APPROXIMATIONS = ("none", "tanh")
-
-
-def _check_approximate(approximate: str) -> None:
-    if approximate not in APPROXIMATIONS:
-        raise ValueError(f"approximate: expected 'none' or 'tanh', got {approximate!r}")
+from myllm101.checks import (
+    check_gelu_approximate,
+    dtype_name,
+    expect_dtype,
+    expect_float,
+    expect_same_shape,
+)
 
 
 def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     """x: (...) -> (...). approximate: "none" (erf) or "tanh"."""
     expect_float("x", x)
-    _check_approximate(approximate)
+    check_gelu_approximate(approximate)
     return F.gelu(x, approximate=approximate)
 
 
@@ -47,7 +46,7 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 class GELU(nn.Module):
     def __init__(self, approximate: str = "none"):
         super().__init__()
-        _check_approximate(approximate)
+        check_gelu_approximate(approximate)
         self.approximate = approximate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,22 +30,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from myllm101.checks import (
-    dtype_name,
+    check_qkv,
     expect_dim,
     expect_divisible,
-    expect_dtype,
     expect_float,
     expect_ndim,
     expect_positive,
-    expect_same_shape,
-    expect_shape,
 )
 from myllm101.fast.linear import to_weight_dtype
 from myllm101.fast.rope import RotaryEmbedding
-from myllm101.kernels.dispatch import use_kernel
-
-# dtypes the Triton flash-attention kernel handles; others (float64) always take the eager path
-KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+from myllm101.kernels.dispatch import kernel_supports, use_kernel
 
 
 def attention_mask(
@@ -60,23 +54,6 @@ def attention_mask(
         pad = key_padding_mask[:, None, None, :]  # (B, 1, 1, S)
         mask = pad if mask is None else mask & pad  # (B, 1, T, S)
     return mask
-
-
-def check_qkv(q, k, v, key_padding_mask, scale):
-    expect_float("q", q)
-    expect_ndim("q", q, 4)
-    expect_ndim("k", k, 4)
-    B, H, T, D = q.shape
-    expect_shape("k", k, (B, None, None, D))
-    expect_same_shape("k", k, "v", v)
-    expect_dtype("k", k, (dtype_name(q),))
-    expect_dtype("v", v, (dtype_name(q),))
-    expect_divisible("q heads", H, "k/v heads", k.shape[1])
-    if key_padding_mask is not None:
-        expect_shape("key_padding_mask", key_padding_mask, (B, k.shape[2]))
-        expect_dtype("key_padding_mask", key_padding_mask, ("bool",))
-    if scale is not None:
-        expect_positive("scale", scale)
 
 
 def scaled_dot_product_attention(
@@ -94,7 +71,7 @@ def scaled_dot_product_attention(
     kernel (``myllm101.kernels.attention``) for float32/bf16/fp16, see ``kernels/dispatch.py``.
     """
     check_qkv(q, k, v, key_padding_mask, scale)
-    if q.dtype in KERNEL_DTYPES and use_kernel(q, k, v, key_padding_mask, kernels=kernels):
+    if kernel_supports(q) and use_kernel(q, k, v, key_padding_mask, kernels=kernels):
         from myllm101.kernels.attention import flash_attention  # imports triton only when used
 
         return flash_attention(q, k, v, causal, key_padding_mask, scale)
@@ -115,27 +92,25 @@ def scaled_dot_product_attention(
     return out.masked_fill(~alive, 0.0)
 
 
-def rope_at_positions(
-    rope: RotaryEmbedding, x: torch.Tensor, position_ids: torch.Tensor
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    causal: bool = True,
+    kv_cache=None,
 ) -> torch.Tensor:
-    """RoPE with a position per (row, token): x (B, H, T, D), position_ids (B, T) -> (B, H, T, D).
+    """The attention of a block whose q/k/v are projected (and rotated): q (B, H, T, D), k/v
+    (B, Hkv, T, D) -> (B, T, H*D), heads side by side again, ready for the output projection.
 
-    The same rotation as ``apply_rope``, y = x * cos + rotate_half(x) * sin, with the cos/sin rows
-    gathered per token, so a left-padded row can start its positions at 0 after its padding.
+    kv_cache: a layer cache (``update(k, v) -> (k_all, v_all)``, see the module docstring); k and
+    v are appended to it first and the queries attend to every key so far.
     """
-    expect_shape("position_ids", position_ids, (x.shape[0], x.shape[2]))
-    if not torch.compiler.is_compiling():
-        lo, hi = int(position_ids.min()), int(position_ids.max())
-        if lo < 0 or hi >= rope.max_seq_len:
-            raise ValueError(
-                f"position_ids: expected values in [0, {rope.max_seq_len}) (max_seq_len), "
-                f"got min {lo}, max {hi}"
-            )
-    half = x.shape[-1] // 2
-    cos = rope.cos[position_ids].unsqueeze(1).to(x.dtype)  # (B, 1, T, D)
-    sin = rope.sin[position_ids].unsqueeze(1).to(x.dtype)  # (B, 1, T, D)
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # rotate_half(x)
-    return torch.addcmul(x * cos, rotated, sin)
+    if kv_cache is not None:
+        k, v = kv_cache.update(k, v)  # (B, Hkv, past + T, D): keys and values so far
+    out = scaled_dot_product_attention(q, k, v, causal, key_padding_mask)  # (B, H, T, D)
+    B, H, T, D = out.shape
+    return out.transpose(1, 2).reshape(B, T, H * D)
 
 
 class MultiHeadAttention(nn.Module):
@@ -201,17 +176,8 @@ class MultiHeadAttention(nn.Module):
         k = self.k_proj(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
         v = self.v_proj(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
         if self.rope is not None:
-            if position_ids is None:
-                q, k = self.rope(q, k, offset)
-            else:
-                q, k = (
-                    rope_at_positions(self.rope, q, position_ids),
-                    rope_at_positions(self.rope, k, position_ids),
-                )
-        if kv_cache is not None:
-            k, v = kv_cache.update(k, v)  # (B, Hkv, past + T, D): keys and values so far
-        out = scaled_dot_product_attention(q, k, v, causal, key_padding_mask)  # (B, H, T, D)
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, H * D))
+            q, k = self.rope(q, k, offset, position_ids)  # fast/rope.py: kernel or eager
+        return self.o_proj(attend(q, k, v, key_padding_mask, causal, kv_cache))  # (B, T, C)
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}"

@@ -19,9 +19,15 @@ from myllm101.checks import expect_int, expect_shape
 from myllm101.config import BertConfig
 from myllm101.fast.activations import gelu
 from myllm101.fast.attention import MultiHeadAttention
+from myllm101.fast.blocks import (
+    ModelOutput,
+    check_model_inputs,
+    init_gpt2_,
+    residual,
+    run_blocks,
+)
 from myllm101.fast.dropout import Dropout
 from myllm101.fast.embedding import Embedding
-from myllm101.fast.gpt import ModelOutput, check_model_inputs, init_gpt2_, residual, run_blocks
 from myllm101.fast.layernorm import LayerNorm
 from myllm101.fast.linear import Linear
 from myllm101.fast.loss import cross_entropy

@@ -13,7 +13,8 @@ fast (read next to the reference to see each change):
 - encode_batch / encode_file: several processes, and big files streamed in safe chunks.
 
 Tie-breaks and the merge rule are exactly the reference's (and tiktoken's); parity_tests/test_bpe.py
-checks ids against tiktoken for GPT-2, cl100k_base and o200k_base.
+checks ids against tiktoken for GPT-2, cl100k_base and o200k_base. Input validation is the
+reference's too (``myllm101/checks.py``): the same checks raise the same errors.
 """
 
 from __future__ import annotations
@@ -29,66 +30,16 @@ from itertools import chain
 import numpy as np
 import regex
 
-from myllm101.bpe_patterns import GPT4_SPLIT_PATTERN, SPLIT_PATTERNS
-
-# ----------------------------------------------------------------------------------------------
-# validation (the same messages as the reference; fast/ never imports reference/)
-
-
-def _check_special_tokens(special_tokens) -> list[str]:
-    if special_tokens is None:
-        return []
-    if isinstance(special_tokens, str) or not all(isinstance(s, str) for s in special_tokens):
-        raise ValueError(
-            f"special_tokens: expected a list of strings, got {type(special_tokens).__name__} "
-            f"{special_tokens!r}"
-        )
-    specials = list(special_tokens)
-    if len(set(specials)) != len(specials) or "" in specials:
-        raise ValueError(f"special_tokens: expected distinct non-empty strings, got {specials}")
-    return specials
-
-
-def _check_vocab_size(vocab_size: int, n_special: int) -> None:
-    if not isinstance(vocab_size, int) or vocab_size < 256 + n_special:
-        raise ValueError(
-            f"vocab_size={vocab_size} is too small: need at least 256 byte tokens + {n_special} "
-            f"special tokens = {256 + n_special}"
-        )
-
-
-def _check_ranks(mergeable_ranks, special_tokens) -> tuple[dict[bytes, int], dict[str, int]]:
-    ranks = dict(mergeable_ranks)
-    specials = dict(special_tokens or {})
-    missing = [b for b in range(256) if bytes([b]) not in ranks]
-    if missing:
-        raise ValueError(
-            f"mergeable_ranks: expected all 256 single bytes, got {256 - len(missing)} "
-            f"(missing e.g. {bytes([missing[0]])!r})"
-        )
-    if len(set(ranks.values())) != len(ranks):
-        raise ValueError(
-            f"mergeable_ranks: expected distinct ranks, got {len(ranks)} tokens but "
-            f"{len(set(ranks.values()))} distinct ranks"
-        )
-    clash = set(specials.values()) & set(ranks.values())
-    if clash or len(set(specials.values())) != len(specials):
-        raise ValueError(
-            f"special_tokens: expected ids distinct from each other and from the ranks, got "
-            f"{specials} (shared ids: {sorted(clash)})"
-        )
-    if min(ranks.values()) < 0 or min(specials.values(), default=0) < 0:
-        raise ValueError("mergeable_ranks/special_tokens: expected ids >= 0, got a negative id")
-    return ranks, specials
-
-
-def _fix_surrogates(text: str) -> str:
-    """Lone UTF-16 surrogates -> U+FFFD, surrogate pairs -> their character (as in tiktoken)."""
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+from myllm101.bpe_patterns import GPT4_SPLIT_PATTERN, SPLIT_PATTERNS, fix_surrogates
+from myllm101.checks import (
+    check_bpe_vocab,
+    check_special_args,
+    check_special_tokens,
+    check_vocab_size,
+    disallowed_special_error,
+    expect_str,
+    expect_token_id,
+)
 
 
 def _alternation(strings) -> str:
@@ -100,7 +51,7 @@ def _alternation(strings) -> str:
 # merging one piece
 
 
-def bpe_merge_piece(piece: bytes, ranks: dict[bytes, int]) -> tuple[int, ...]:
+def bpe_encode_piece(piece: bytes, ranks: dict[bytes, int]) -> tuple[int, ...]:
     """Token ids of one piece by lowest-rank-first merging (same result as the reference).
 
     Parts form a linked list over byte offsets (part i spans piece[i:nxt[i]]); the heap holds
@@ -169,7 +120,7 @@ class Tokenizer:
         special_tokens: dict[str, int] | None = None,
         name: str = "custom",
     ):
-        self._ranks, self._special = _check_ranks(mergeable_ranks, special_tokens)
+        self._ranks, self._special = check_bpe_vocab(mergeable_ranks, special_tokens)
         self._pattern = pattern
         self._findall = regex.compile(pattern).findall
         self._name = name
@@ -218,25 +169,13 @@ class Tokenizer:
             cache.clear()
         ranks = self._ranks
         for piece in set(pieces).difference(cache):  # merge each new piece once
-            cache[piece] = bpe_merge_piece(piece.encode("utf-8"), ranks)
+            cache[piece] = bpe_encode_piece(piece.encode("utf-8"), ranks)
         return list(chain.from_iterable(map(cache.__getitem__, pieces)))
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Ids of ``text`` with special tokens treated as plain text."""
-        if not isinstance(text, str):
-            raise ValueError(f"text: expected str, got {type(text).__name__}")
-        return self._encode_plain(_fix_surrogates(text))
-
-    def _special_sets(self, allowed_special, disallowed_special) -> tuple[set, set]:
-        names = set(self._special)
-        allowed = names if allowed_special == "all" else set(allowed_special)
-        unknown = allowed - names
-        if unknown:
-            raise ValueError(
-                f"allowed_special: expected names from {sorted(names)}, got unknown {sorted(unknown)}"
-            )
-        disallowed = names - allowed if disallowed_special == "all" else set(disallowed_special)
-        return allowed, disallowed
+        expect_str("text", text)
+        return self._encode_plain(fix_surrogates(text))
 
     def _splitter(self, allowed: frozenset):
         """text -> [plain, special, plain, ...] (a capturing group keeps the specials)."""
@@ -250,20 +189,15 @@ class Tokenizer:
         their ids; any in ``disallowed_special`` (default: every one not allowed) raises a
         ValueError naming it; special tokens in neither set are encoded as plain text.
         """
-        if not isinstance(text, str):
-            raise ValueError(f"text: expected str, got {type(text).__name__}")
-        text = _fix_surrogates(text)
-        allowed, disallowed = self._special_sets(allowed_special, disallowed_special)
+        expect_str("text", text)
+        text = fix_surrogates(text)
+        allowed, disallowed = check_special_args(allowed_special, disallowed_special, self._special)
         if disallowed:
             # str.find per special token: a C substring search, faster than one regex pass
             hits = [(i, -len(s), s) for s in disallowed if (i := text.find(s)) >= 0]
             if hits:
                 token = min(hits)[2]  # the first in the text (the longest at one position)
-                raise ValueError(
-                    f"encountered the disallowed special token {token!r} in the text; pass "
-                    f"allowed_special={{{token!r}}} to encode it as the special token, or "
-                    f"disallowed_special=() to encode it as plain text"
-                )
+                raise disallowed_special_error(token)
         if not allowed:
             return self._encode_plain(text)
         if not any(s in text for s in allowed):
@@ -377,16 +311,8 @@ class Tokenizer:
     # decoding ------------------------------------------------------------------------------------
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes of one token; ValueError naming the id and n_vocab if it has none."""
-        if isinstance(token_id, bool) or not hasattr(token_id, "__index__"):
-            raise ValueError(f"token id: expected an int, got {type(token_id).__name__}")
-        token_id = int(token_id)
-        token = self._decoder[token_id] if 0 <= token_id < self._n_vocab else None
-        if token is None:
-            raise ValueError(
-                f"token id {token_id} is not in the vocabulary (n_vocab={self.n_vocab}, "
-                f"valid ids are 0..{self.n_vocab - 1} minus unused ones)"
-            )
-        return token
+        token_id = expect_token_id(token_id, self._n_vocab, lambda i: self._decoder[i] is not None)
+        return self._decoder[token_id]
 
     def decode_bytes(self, ids) -> bytes:
         """The concatenated bytes of the tokens (may end inside a multi-byte UTF-8 character)."""
@@ -460,10 +386,9 @@ def bpe_train(
     Most frequent pair first; ties to the smallest (bytes_a, bytes_b); special tokens (a list of
     strings) are cut out of the text and get the last ids; stops early when no pair is left.
     """
-    if not isinstance(text, str):
-        raise ValueError(f"text: expected str, got {type(text).__name__}")
-    specials = _check_special_tokens(special_tokens)
-    _check_vocab_size(vocab_size, len(specials))
+    expect_str("text", text)
+    specials = check_special_tokens(special_tokens)
+    check_vocab_size(vocab_size, len(specials))
     findall = regex.compile(pattern).findall
     parts = regex.split(_alternation(specials), text) if specials else [text]
     piece_counts = Counter(chain.from_iterable(map(findall, parts)))

@@ -9,21 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from myllm101 import checks
 from myllm101.checks import expect_float, expect_int, expect_ndim, expect_positive
 
 
 def check_ids(ids: torch.Tensor, vocab_size: int) -> None:
-    """ValueError unless every id is an integer in [0, vocab_size); names the first bad id."""
+    """ValueError unless every id is an integer in [0, vocab_size) (``checks.check_ids``, shared
+    with the reference); the range part is skipped while torch.compile traces (see above)."""
     expect_int("ids", ids)
-    if ids.numel() == 0 or torch.compiler.is_compiling():
-        return
-    bad = (ids < 0) | (ids >= vocab_size)
-    if bad.any():
-        where = tuple(int(i) for i in torch.nonzero(bad)[0])
-        raise ValueError(
-            f"ids: expected every id in [0, {vocab_size}) (V={vocab_size} table rows), "
-            f"got id {int(ids[where])} at index {where}"
-        )
+    if not torch.compiler.is_compiling():
+        checks.check_ids(ids, vocab_size)
 
 
 def embedding(ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:

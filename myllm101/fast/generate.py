@@ -29,7 +29,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from myllm101.checks import expect_int, expect_ndim, expect_positive, expect_shape
+from myllm101.checks import (
+    check_max_new_tokens,
+    check_temperature,
+    check_top_k,
+    check_top_p,
+    expect_int,
+    expect_ndim,
+    expect_positive,
+    expect_shape,
+)
 
 # ---------------------------------------------------------------------------------------------
 # the cache
@@ -199,21 +208,6 @@ def choose_next_token(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def check_temperature(temperature: float) -> None:
-    if not temperature >= 0:
-        raise ValueError(f"temperature: expected a value >= 0 (0 = greedy), got {temperature}")
-
-
-def check_top_k(top_k: int) -> None:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k: expected an int >= 1 or None, got {top_k!r}")
-
-
-def check_top_p(top_p: float) -> None:
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p: expected a value in (0, 1] or None, got {top_p}")
-
-
 # ---------------------------------------------------------------------------------------------
 # prompts
 
@@ -297,12 +291,7 @@ class Step:
 def _check_generation_args(
     model, ids, max_new_tokens, temperature, top_k, top_p, repetition_penalty, stop_strings, decode
 ):
-    if (
-        isinstance(max_new_tokens, bool)
-        or not isinstance(max_new_tokens, int)
-        or max_new_tokens < 1
-    ):
-        raise ValueError(f"max_new_tokens: expected an int >= 1, got {max_new_tokens!r}")
+    check_max_new_tokens(max_new_tokens)
     check_temperature(temperature)
     if top_k is not None:
         check_top_k(top_k)

@@ -26,16 +26,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from myllm101.checks import (
-    expect_dim,
+    QMAX,
+    check_int8_linear,
+    check_int8_operands,
+    check_int8_scale,
     expect_dtype,
     expect_float,
     expect_ndim,
-    expect_shape,
 )
 from myllm101.device import int8_matmul_backend
-from myllm101.kernels.dispatch import use_kernel
+from myllm101.kernels.dispatch import kernel_supports, use_kernel
 
-QMAX = 127  # symmetric range [-127, 127]
 EXACT_FP32_K = 1024  # int8 products <= 128 * 128 = 2**14, so a 1024-long float32 sum is exact
 MODES = ("weight_only", "w8a8")
 
@@ -79,23 +80,12 @@ def _row_absmax(v: torch.Tensor) -> torch.Tensor:
     return v.abs().amax(dim=1, keepdim=True)
 
 
-def _broadcastable_scale(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """() stays (), (rows,) becomes (rows, 1) (per output channel), (rows, 1) stays."""
-    expect_float("scale", scale)
-    if scale.ndim == 0:
-        return scale
-    rows = q.shape[0] if q.ndim >= 1 else 0
-    if scale.ndim == 1:
-        expect_shape("scale", scale, (rows,))
-        return scale[:, None]
-    expect_shape("scale", scale, (rows, 1))
-    return scale
-
-
 def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """q: int8 (rows, ...) with scale (), (rows,) or (rows, 1) -> q * scale in scale's dtype."""
     expect_dtype("q", q, ("int8",))
-    return q.to(scale.dtype) * _broadcastable_scale(q, scale)
+    check_int8_scale(q, scale)
+    scale = scale[:, None] if scale.ndim == 1 else scale  # per row: (rows,) -> (rows, 1)
+    return q.to(scale.dtype) * scale
 
 
 def _int_mm_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -120,11 +110,7 @@ def _row_major(t: torch.Tensor) -> torch.Tensor:
 
 def int8_matmul(a: torch.Tensor, b: torch.Tensor, kernels: str | None = None) -> torch.Tensor:
     """a: (M, K) int8, b: (N, K) int8 -> a @ b.T: (M, N) int32, exact. ``kernels``: auto|on|off."""
-    expect_dtype("a", a, ("int8",))
-    expect_dtype("b", b, ("int8",))
-    expect_ndim("a", a, 2)
-    expect_ndim("b", b, 2)
-    expect_dim("b", b, 1, a.shape[1], "K, the columns of a")
+    check_int8_operands(a, b)
     if use_kernel(a, b, kernels=kernels):
         from myllm101.kernels.int8_matmul import int8_matmul as int8_matmul_kernel
 
@@ -149,23 +135,12 @@ def int8_matmul_fp32_exact(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _check_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, b) -> None:
-    expect_float("x", x)
-    expect_dtype("w_q", w_q, ("int8",))
-    expect_ndim("w_q", w_q, 2)
-    expect_dim("x", x, -1, w_q.shape[1], "in features of w_q")
-    if w_scale.ndim != 0:
-        expect_shape("w_scale", w_scale, (w_q.shape[0],))
-    if b is not None:
-        expect_shape("b", b, (w_q.shape[0],))
-
-
 def int8_linear(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, b=None) -> torch.Tensor:
     """Weight-only int8: x (..., in) @ dequantize(w_q, w_scale).T + b -> (..., out) in x's dtype.
 
     Autograd gives dx = dy @ dequantized weight: the straight-through gradient of the reference.
     """
-    _check_linear(x, w_q, w_scale, b)
+    check_int8_linear(x, w_q, w_scale, b)
     w = dequantize(w_q, w_scale).to(x.dtype)  # (out, in)
     return F.linear(x, w, None if b is None else b.to(x.dtype))
 
@@ -178,10 +153,10 @@ def w8a8_linear(
 
     Inference only (rounding has no useful gradient). ``kernels``: "auto" | "on" | "off".
     """
-    _check_linear(x, w_q, w_scale, b)
+    check_int8_linear(x, w_q, w_scale, b)
     x2 = x.reshape(-1, x.shape[-1])  # (N, in)
     x_q, x_scale = quantize_per_token(x2)  # (N, in) int8, (N, 1)
-    if x.dtype != torch.float64 and use_kernel(x_q, w_q, kernels=kernels):
+    if kernel_supports(x) and use_kernel(x_q, w_q, kernels=kernels):
         from myllm101.kernels.int8_matmul import int8_linear_rescale
 
         bias = None if b is None else b.to(x.dtype)

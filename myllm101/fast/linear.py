@@ -11,14 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from myllm101.checks import (
-    dtype_name,
-    expect_dim,
-    expect_dtype,
-    expect_float,
-    expect_ndim,
-    expect_shape,
-)
+from myllm101.checks import check_linear_dtypes, check_linear_shapes
 
 REDUCED_DTYPES = (torch.bfloat16, torch.float16)
 
@@ -30,18 +23,12 @@ def to_weight_dtype(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """x: (..., in), w: (out, in), b: (out,) or None -> (..., out)."""
-    expect_float("x", x)
-    expect_ndim("w", w, 2)
-    expect_dim("x", x, -1, w.shape[1], "in_features of w")
-    if b is not None:
-        expect_shape("b", b, (w.shape[0],))
+    check_linear_shapes(x, w, b)
     # under autocast torch casts x and w to one dtype itself; outside it they must already agree,
     # except for float32 activations with reduced-precision weights (cast down, see above)
     if not torch.is_autocast_enabled(x.device.type):
         x = to_weight_dtype(x, w)
-        expect_dtype("w", w, (dtype_name(x),))
-        if b is not None:
-            expect_dtype("b", b, (dtype_name(x),))
+        check_linear_dtypes(x, w, b)
     return F.linear(x, w, b)
 
 

@@ -21,9 +21,7 @@ from torch import nn
 from myllm101.config import LlamaConfig
 from myllm101.fast.activations import swiglu
 from myllm101.fast.attention import MultiHeadAttention
-from myllm101.fast.dropout import Dropout
-from myllm101.fast.embedding import Embedding
-from myllm101.fast.gpt import (
+from myllm101.fast.blocks import (
     ModelOutput,
     causal_lm_loss,
     check_model_inputs,
@@ -32,6 +30,8 @@ from myllm101.fast.gpt import (
     run_blocks,
     run_blocks_cached,
 )
+from myllm101.fast.dropout import Dropout
+from myllm101.fast.embedding import Embedding
 from myllm101.fast.linear import Linear
 from myllm101.fast.rmsnorm import RMSNorm
 

@@ -16,34 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from myllm101.checks import (
-    expect_dim,
-    expect_dtype,
-    expect_float,
+    check_lora_adapter,
+    check_lora_linear,
     expect_in_range,
-    expect_ndim,
     expect_positive,
-    expect_shape,
+    lora_scale,
 )
-
-
-def lora_scale(A: torch.Tensor, alpha: float) -> float:
-    """alpha / r, where r = A.shape[0] is the adapter's rank."""
-    expect_positive("r (rows of A)", A.shape[0])
-    return alpha / A.shape[0]
-
-
-def _check_adapter(w: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> None:
-    """w: (out, in), A: (r, in), B: (out, r), all of w's float dtype."""
-    expect_float("w", w)
-    expect_ndim("w", w, 2)
-    expect_ndim("A", A, 2)
-    expect_positive("r (rows of A)", A.shape[0])
-    out_f, in_f = w.shape
-    r = A.shape[0]
-    expect_shape("A", A, (r, in_f))
-    expect_shape("B", B, (out_f, r))
-    expect_dtype("A", A, (str(w.dtype).removeprefix("torch."),))
-    expect_dtype("B", B, (str(w.dtype).removeprefix("torch."),))
 
 
 def lora_linear(
@@ -55,30 +33,22 @@ def lora_linear(
     alpha: float,
 ) -> torch.Tensor:
     """x: (..., in), w: (out, in), b: (out,) or None, A: (r, in), B: (out, r) -> (..., out)."""
-    _check_adapter(w, A, B)
-    expect_float("x", x)
-    expect_dim("x", x, -1, w.shape[1], "in features of w")
-    if b is not None:
-        expect_shape("b", b, (w.shape[0],))
-    return _lora_linear(x, w, b, A, B, lora_scale(A, alpha))
-
-
-def _lora_linear(x, w, b, A, B, scale: float) -> torch.Tensor:
+    check_lora_linear(x, w, b, A, B)
     # (x A^T) B^T, never B A: the low-rank path costs N*r*(in+out), not in*out*r + N*in*out
-    return F.linear(x, w, b) + scale * F.linear(F.linear(x, A), B)
+    return F.linear(x, w, b) + lora_scale(A, alpha) * F.linear(F.linear(x, A), B)
 
 
 @torch.no_grad()
 def lora_merge(w: torch.Tensor, A: torch.Tensor, B: torch.Tensor, alpha: float) -> torch.Tensor:
     """W' = W + (alpha / r) B A (a new tensor)."""
-    _check_adapter(w, A, B)
+    check_lora_adapter(w, A, B)
     return torch.addmm(w, B, A, alpha=lora_scale(A, alpha))
 
 
 @torch.no_grad()
 def lora_unmerge(w_merged: torch.Tensor, A: torch.Tensor, B: torch.Tensor, alpha: float):
     """W = W' - (alpha / r) B A (a new tensor): undoes ``lora_merge``."""
-    _check_adapter(w_merged, A, B)
+    check_lora_adapter(w_merged, A, B)
     return torch.addmm(w_merged, B, A, alpha=-lora_scale(A, alpha))
 
 
@@ -110,11 +80,6 @@ class LoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
-        """A LoRA adapter around a pretrained ``nn.Linear`` (which is frozen in place)."""
-        return cls(linear, r, alpha, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:

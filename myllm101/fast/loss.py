@@ -16,46 +16,17 @@ Triton: when ``kernels.dispatch.use_kernel`` agrees (``MYLLM101_KERNELS`` or ``k
 default only for CUDA tensors), ``cross_entropy`` runs the fused, vocabulary-chunked kernel of
 ``myllm101.kernels.cross_entropy`` instead (same semantics, no (N, V) softmax kept for backward).
 
-The target-range check runs in eager mode only (it needs the values on the host); see
-``check_targets``.
+The target-range check (``checks.check_targets``, shared with the reference) runs in eager mode
+only: it needs the values on the host (one sync), so while torch.compile traces it is skipped, the
+graph stays whole (fullgraph=True works) and a bad target surfaces as torch's own error (IndexError
+on CPU, a device-side assert on CUDA).
 """
 
 import torch
 import torch.nn.functional as F
 
-from myllm101.checks import expect_float, expect_int, expect_shape
-from myllm101.kernels.dispatch import use_kernel
-
-REDUCTIONS = ("mean", "sum")
-# logits dtypes the fused Triton kernel handles; others (float64) always take the eager path
-KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def _check_args(logits, targets, label_smoothing: float, reduction: str) -> None:
-    expect_float("logits", logits)
-    if len(logits.shape) == 0 or logits.shape[-1] == 0:
-        raise ValueError(f"logits: expected shape (..., V) with V >= 1, got {tuple(logits.shape)}")
-    expect_int("targets", targets)
-    expect_shape("targets", targets, logits.shape[:-1])
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
-
-
-def check_targets(targets: torch.Tensor, num_classes: int, ignore_index: int) -> None:
-    """Every target is a class in [0, V) or ``ignore_index``; else name the first bad one.
-
-    A data-dependent check (one host sync), so ``cross_entropy`` skips it while torch.compile
-    traces: the graph stays whole (fullgraph=True works) and a bad target then surfaces as torch's
-    own error (IndexError on CPU, a device-side assert on CUDA).
-    """
-    bad = (targets != ignore_index) & ((targets < 0) | (targets >= num_classes))
-    if bool(bad.any()):
-        raise ValueError(
-            f"targets: expected class indices in [0, {num_classes}) or ignore_index={ignore_index}, "
-            f"got {int(targets[bad][0])}"
-        )
+from myllm101.checks import check_cross_entropy, check_loss_options, check_targets
+from myllm101.kernels.dispatch import kernel_supports, use_kernel
 
 
 def cross_entropy(
@@ -71,15 +42,15 @@ def cross_entropy(
     kernels: "auto" | "on" | "off" (None = $MYLLM101_KERNELS): use the fused Triton kernel
     (``myllm101.kernels.cross_entropy``) for float32/bf16/fp16 logits, see ``kernels/dispatch.py``.
     """
-    _check_args(logits, targets, label_smoothing, reduction)
-    if logits.dtype in KERNEL_DTYPES and use_kernel(logits, targets, kernels=kernels):
+    check_cross_entropy(logits, targets, label_smoothing, reduction)
+    if kernel_supports(logits) and use_kernel(logits, targets, kernels=kernels):
         from myllm101.kernels.cross_entropy import cross_entropy as fused  # imports triton lazily
 
         return fused(logits, targets, ignore_index, label_smoothing, reduction)
     V = logits.shape[-1]
     x = logits.reshape(-1, V)  # (N, V)
     t = targets.reshape(-1).long()  # (N,) F.cross_entropy wants int64 class indices
-    if not torch.compiler.is_compiling():
+    if not torch.compiler.is_compiling():  # data-dependent: see the module docstring
         check_targets(t, V, ignore_index)
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
@@ -95,10 +66,7 @@ def cross_entropy(
 class CrossEntropyLoss(torch.nn.Module):
     def __init__(self, ignore_index: int = -100, label_smoothing: float = 0.0, reduction="mean"):
         super().__init__()
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing}")
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
+        check_loss_options(label_smoothing, reduction)
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
         self.reduction = reduction

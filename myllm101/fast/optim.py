@@ -14,7 +14,13 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from myllm101.checks import expect_float, expect_in_range, expect_positive
+from myllm101.checks import (
+    check_adamw_options,
+    check_sgd_options,
+    expect_float,
+    expect_in_range,
+    expect_positive,
+)
 
 # devices with a fused AdamW/SGD kernel in torch >= 2.4
 FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu")
@@ -51,11 +57,7 @@ def make_adamw(
 ) -> torch.optim.AdamW:
     """torch.optim.AdamW over tensors or param-group dicts (see ``param_groups``); fused or
     foreach, whichever is available (fused=None decides)."""
-    expect_in_range("lr", lr, 0.0, math.inf)
-    expect_in_range("betas[0]", betas[0], 0.0, 1.0)
-    expect_in_range("betas[1]", betas[1], 0.0, 1.0)
-    expect_in_range("eps", eps, 0.0, math.inf)
-    expect_in_range("weight_decay", weight_decay, 0.0, math.inf)
+    check_adamw_options(lr, betas, eps, weight_decay)
     params_or_groups = list(params_or_groups)
     params = _flat_params(params_or_groups)
     _check_params(params)
@@ -79,9 +81,7 @@ def make_sgd(
     fused: bool | None = None,
 ) -> torch.optim.SGD:
     """torch.optim.SGD (heavy-ball momentum, no dampening), fused or foreach like ``make_adamw``."""
-    expect_in_range("lr", lr, 0.0, math.inf)
-    expect_in_range("momentum", momentum, 0.0, math.inf)
-    expect_in_range("weight_decay", weight_decay, 0.0, math.inf)
+    check_sgd_options(lr, momentum, weight_decay)
     params_or_groups = list(params_or_groups)
     params = _flat_params(params_or_groups)
     _check_params(params)

@@ -13,19 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from myllm101.checks import expect_float, expect_positive, expect_shape
-from myllm101.kernels.dispatch import use_kernel
-
-_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+from myllm101.checks import check_rmsnorm, expect_positive
+from myllm101.kernels.dispatch import kernel_supports, use_kernel
 
 
 def rmsnorm(
     x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, kernels: str | None = None
 ) -> torch.Tensor:
     """x: (..., C), weight: (C,) -> (..., C) in x's dtype. ``kernels``: "auto" | "on" | "off"."""
-    expect_float("x", x)
-    expect_shape("weight", weight, (x.shape[-1],))
-    if x.dtype in _KERNEL_DTYPES and use_kernel(x, weight, kernels=kernels):
+    check_rmsnorm(x, weight, eps)
+    if kernel_supports(x) and use_kernel(x, weight, kernels=kernels):
         from myllm101.kernels.rmsnorm import rmsnorm as rmsnorm_kernel  # imports triton
 
         return rmsnorm_kernel(x, weight.to(x.dtype), eps)

@@ -8,29 +8,28 @@ faster forward and 3x faster forward+backward than the textbook cat/neg/mul/mul/
 The cos/sin tables are built in float64 and cast once, so float32 tables are correctly rounded
 (float32 angles at position 500 would already be off by ~3e-5).
 
+Positions: ``apply_rope`` takes (T, D) tables (every row at the same positions: training, or a
+KV cache's offset) or (B, 1, T, D) tables gathered per row (``RotaryEmbedding(q, k,
+position_ids=...)``: a left-padded batch, where each row starts counting after its padding). It is
+the only place the rotation is computed, for both kinds of table.
+
 Dispatch: when ``myllm101.kernels.use_kernel`` says so (CUDA tensors and triton, or
 ``MYLLM101_KERNELS=on`` / ``kernels="on"``), float16/bfloat16/float32 inputs go to the Triton kernel
-in ``kernels/rope.py`` (one fused pass, forward and backward); float64 always stays here.
+in ``kernels/rope.py`` (one fused pass, forward and backward, either kind of table); float64 always
+stays here.
 """
 
 import torch
 from torch import nn
 
 from myllm101.checks import (
-    expect_float,
-    expect_ndim,
+    check_rope,
+    check_rope_frequencies,
+    expect_int,
     expect_positive,
-    expect_same_shape,
     expect_shape,
 )
-from myllm101.kernels.dispatch import use_kernel
-
-_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
-
-def _expect_even_head_dim(head_dim: int) -> None:
-    if head_dim % 2 != 0:
-        raise ValueError(f"head_dim: expected an even size (RoPE rotates pairs), got {head_dim}")
+from myllm101.kernels.dispatch import kernel_supports, use_kernel
 
 
 def rope_frequencies(
@@ -42,12 +41,7 @@ def rope_frequencies(
     dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(cos, sin), each (seq_len, head_dim), for positions offset .. offset + seq_len - 1."""
-    expect_positive("head_dim", head_dim)
-    _expect_even_head_dim(head_dim)
-    expect_positive("seq_len", seq_len)
-    expect_positive("theta", theta)
-    if offset < 0:
-        raise ValueError(f"offset: expected a value >= 0, got {offset}")
+    check_rope_frequencies(head_dim, seq_len, theta, offset)
     # float64 on the CPU (every backend has it there), then one rounding to the target dtype
     inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)  # (D/2,)
     positions = torch.arange(offset, offset + seq_len, dtype=torch.float64)  # (T,)
@@ -59,22 +53,21 @@ def rope_frequencies(
 def apply_rope(
     x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kernels: str | None = None
 ) -> torch.Tensor:
-    """x: (B, H, T, D), cos/sin: (T, D) -> (B, H, T, D) in x's dtype. ``kernels``: auto|on|off."""
-    expect_float("x", x)
-    expect_ndim("x", x, 4)
-    T, D = x.shape[-2], x.shape[-1]
-    _expect_even_head_dim(D)
-    expect_shape("cos", cos, (T, D))
-    expect_same_shape("cos", cos, "sin", sin)
-    if x.dtype in _KERNEL_DTYPES and use_kernel(x, cos, sin, kernels=kernels):
+    """x: (B, H, T, D), cos/sin: (T, D) or per row (B, 1, T, D) -> (B, H, T, D) in x's dtype.
+
+    ``kernels``: auto|on|off (None = $MYLLM101_KERNELS), see the module docstring.
+    """
+    check_rope(x, cos, sin)
+    D = x.shape[-1]
+    if kernel_supports(x) and use_kernel(x, cos, sin, kernels=kernels):
         from myllm101.kernels.rope import apply_rope as rope_kernel  # imports triton
 
         # the same rounding of the tables as below, so both paths compute the same function
         return rope_kernel(x, cos.to(x.dtype), sin.to(x.dtype))
     half = D // 2
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    # rotate_half(x) * sin == roll(x, half) * [-sin1, sin2]: sign the (T, D) table, not the big x
-    signed_sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)  # (T, D)
+    # rotate_half(x) * sin == roll(x, half) * [-sin1, sin2]: sign the small table, not the big x
+    signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)  # (T, D) or (B, 1, T, D)
     return torch.addcmul(x * cos, x.roll(half, dims=-1), signed_sin)
 
 
@@ -118,9 +111,19 @@ class RotaryEmbedding(nn.Module):
         return self
 
     def forward(
-        self, q: torch.Tensor, k: torch.Tensor, offset: int = 0
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        offset: int = 0,
+        position_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """q: (B, H, T, D), k: (B, Hkv, T', D) at positions offset.. -> rotated (q, k)."""
+        """q: (B, H, T, D), k: (B, Hkv, T', D) at positions offset.. -> rotated (q, k).
+
+        position_ids: (B, T) positions per row (then T' == T, and offset is not used): the table
+        rows are gathered per token, (B, 1, T, D), and rotated by the same ``apply_rope``.
+        """
+        if position_ids is not None:
+            return self._at_positions(q, k, position_ids)
         longest = max(q.shape[-2], k.shape[-2])
         if offset < 0 or offset + longest > self.max_seq_len:
             raise ValueError(
@@ -132,6 +135,24 @@ class RotaryEmbedding(nn.Module):
         q = apply_rope(q, cos[offset : offset + Tq], sin[offset : offset + Tq], kernels=kern)
         k = apply_rope(k, cos[offset : offset + Tk], sin[offset : offset + Tk], kernels=kern)
         return q, k
+
+    def _at_positions(self, q, k, position_ids):
+        expect_int("position_ids", position_ids)
+        expect_shape("position_ids", position_ids, (q.shape[0], q.shape[2]))
+        expect_shape("k", k, (q.shape[0], None, q.shape[2], q.shape[3]))
+        if not torch.compiler.is_compiling():  # a data-dependent check: skipped while tracing
+            lo, hi = int(position_ids.min()), int(position_ids.max())
+            if lo < 0 or hi >= self.max_seq_len:
+                raise ValueError(
+                    f"position_ids: expected values in [0, {self.max_seq_len}) (max_seq_len), "
+                    f"got min {lo}, max {hi}"
+                )
+        cos = self.cos[position_ids].unsqueeze(1)  # (B, 1, T, D)
+        sin = self.sin[position_ids].unsqueeze(1)  # (B, 1, T, D)
+        return (
+            apply_rope(q, cos, sin, kernels=self.kernels),
+            apply_rope(k, cos, sin, kernels=self.kernels),
+        )
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, max_seq_len={self.max_seq_len}, theta={self.theta}"

@@ -8,9 +8,10 @@ Supported: ``GPT2LMHeadModel`` / ``GPT2Model``, ``LlamaForCausalLM`` / ``LlamaMo
 / ``BertForMaskedLM`` (keys with or without the ``transformer.`` / ``model.`` / ``bert.`` prefix).
 
 What changes on the way:
-- GPT-2 stores its Linear layers as ``Conv1D`` with weight (in, out): transposed to our (out, in);
-  ``c_attn`` packs q, k, v along the output axis: split into our q_proj, k_proj, v_proj. The
-  causal-mask buffers ``attn.bias`` / ``attn.masked_bias`` of old checkpoints are ignored.
+- GPT-2 keeps its names (our GPT uses them too: ``attn.c_attn``, ``attn.c_proj``, ``mlp.c_fc``,
+  ``mlp.c_proj``), but stores its Linear layers as ``Conv1D`` with weight (in, out): transposed to
+  our (out, in). The causal-mask buffers ``attn.bias`` / ``attn.masked_bias`` of old checkpoints
+  are ignored.
 - LLaMA: names lose the ``model.`` prefix; a tied head (``tie_word_embeddings``) need not be saved.
 - BERT: every layer is renamed (``attention.self.query`` -> ``attn.q_proj``, ...). A head missing
   from the checkpoint (BertModel has no MLM head, BertForMaskedLM no pooler; neither has our
@@ -144,12 +145,8 @@ def _convert_gpt2(hf: dict, sd: dict, dtype: torch.dtype):
     for i in range(L):
         h = f"h.{i}"
         norm(f"{h}.ln_1", f"{h}.ln_1")
-        w = tk.take(f"{h}.attn.c_attn.weight", (C, 3 * C))  # x @ w = [q | k | v]
-        b = tk.take(f"{h}.attn.c_attn.bias", (3 * C,))
-        for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
-            out[f"{h}.attn.{name}.weight"] = None if w is None else w[:, j * C : (j + 1) * C].t()
-            out[f"{h}.attn.{name}.bias"] = None if b is None else b[j * C : (j + 1) * C]
-        conv1d(f"{h}.attn.c_proj", f"{h}.attn.o_proj", C, C)
+        conv1d(f"{h}.attn.c_attn", f"{h}.attn.c_attn", C, 3 * C)  # x @ w = [q | k | v]
+        conv1d(f"{h}.attn.c_proj", f"{h}.attn.c_proj", C, C)
         norm(f"{h}.ln_2", f"{h}.ln_2")
         conv1d(f"{h}.mlp.c_fc", f"{h}.mlp.c_fc", C, 4 * C)
         conv1d(f"{h}.mlp.c_proj", f"{h}.mlp.c_proj", 4 * C, C)

@@ -76,7 +76,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 def load_smollm2(dtype: str = "fp32"):
     """(fast Llama, GGUFTokenizer) for SmolLM2-135M-Instruct (cached per dtype). "bf16" halves
     the weights' bytes, and CPU decoding is bound by memory bandwidth: 1.4-1.8x the tokens/s where bf16
-    is native. The residual stream, norms and softmax stay float32 (fast/gpt.py ``residual``), so
+    is native. The residual stream, norms and softmax stay float32 (fast/blocks.py ``residual``), so
     bf16 logits differ from float32 less than transformers' bf16 ones do. "auto": bf16 where this
     machine runs it natively, else fp32 (device.py)."""
     if dtype != "auto" and dtype not in DTYPES:

@@ -7,10 +7,19 @@ On CPU the kernels run in Triton's interpreter (``TRITON_INTERPRET=1``); on CUDA
 """
 
 from myllm101.kernels.dispatch import (
+    KERNEL_DTYPES,
     interpreting,
+    kernel_supports,
     kernels_mode,
     triton_available,
     use_kernel,
 )
 
-__all__ = ["interpreting", "kernels_mode", "triton_available", "use_kernel"]
+__all__ = [
+    "KERNEL_DTYPES",
+    "interpreting",
+    "kernel_supports",
+    "kernels_mode",
+    "triton_available",
+    "use_kernel",
+]

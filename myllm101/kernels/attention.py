@@ -38,11 +38,8 @@ import torch
 import triton
 import triton.language as tl
 
-from myllm101.checks import expect_dtype
-from myllm101.fast.attention import check_qkv
-from myllm101.kernels.dispatch import interpreting
-
-SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
+from myllm101.checks import check_qkv, expect_dtype
+from myllm101.kernels.dispatch import KERNEL_DTYPES, interpreting
 
 
 @triton.jit
@@ -270,8 +267,8 @@ def _blocks(T: int, S: int, D: int) -> tuple[int, int, int]:
 
 
 def _check_qkv(q, k, v, key_padding_mask, scale):
-    """The fast path's checks, plus what only the kernel needs: a kernel dtype, one device."""
-    expect_dtype("q", q, SUPPORTED_DTYPES)
+    """The shared attention checks, plus what only the kernel needs: a kernel dtype, one device."""
+    expect_dtype("q", q, KERNEL_DTYPES)
     check_qkv(q, k, v, key_padding_mask, scale)
     devices = {str(t.device) for t in (q, k, v, key_padding_mask) if t is not None}
     if len(devices) != 1:

@@ -15,9 +15,6 @@ Memory choice: the forward keeps only the per-row lse (N floats) besides the log
 holds; the backward *recomputes* softmax chunk by chunk from them and writes dlogits. (Writing the
 gradient in place into the logits during the forward, as Liger-Kernel does, would save the (N, V)
 dlogits allocation too, but it destroys a tensor the caller may still read, e.g. to log or sample.)
-``linear_cross_entropy`` does use the in-place write, on its own chunk of logits that nobody else
-sees: it fuses the LM head, x (N, C) @ w (V, C)^T, chunked over N, so the full (N, V) logits are
-never materialised; the gradients dx, dw are computed during the forward and scaled by dloss later.
 """
 
 from __future__ import annotations
@@ -26,18 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
-from myllm101.checks import (
-    dtype_name,
-    expect_dtype,
-    expect_int,
-    expect_ndim,
-    expect_shape,
-)
-from myllm101.fast.loss import check_targets
-from myllm101.kernels.dispatch import interpreting
-
-SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
-REDUCTIONS = ("mean", "sum")
+from myllm101.checks import check_cross_entropy, check_targets, expect_dtype
+from myllm101.kernels.dispatch import KERNEL_DTYPES, interpreting
 
 
 @triton.jit
@@ -136,30 +123,6 @@ class CrossEntropy(torch.autograd.Function):
         return grad.to(x.dtype), None, None, None, None
 
 
-def _check_options(label_smoothing, reduction):
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
-
-
-def _check_args(logits, targets, label_smoothing, reduction):
-    expect_dtype("logits", logits, SUPPORTED_DTYPES)
-    if len(logits.shape) == 0 or logits.shape[-1] == 0:
-        raise ValueError(f"logits: expected shape (..., V) with V >= 1, got {tuple(logits.shape)}")
-    expect_int("targets", targets)
-    expect_shape("targets", targets, logits.shape[:-1])
-    _check_options(label_smoothing, reduction)
-
-
-def _check_targets(t: torch.Tensor, V: int, ignore_index: int) -> None:
-    """The fast path's target check (eager only: one host sync, skipped under compile). The kernel
-    would read an out-of-range target as "no target logit" and return a wrong loss silently, so
-    the check matters more here than in eager torch."""
-    if not torch.compiler.is_compiling():
-        check_targets(t, V, ignore_index)
-
-
 def cross_entropy(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -168,78 +131,15 @@ def cross_entropy(
     reduction: str = "mean",
 ) -> torch.Tensor:
     """logits: (..., V) float32/bf16/fp16, targets: (...) int -> 0-d loss (float32 for half types)."""
-    _check_args(logits, targets, label_smoothing, reduction)
+    expect_dtype("logits", logits, KERNEL_DTYPES)
+    check_cross_entropy(logits, targets, label_smoothing, reduction)
     V = logits.shape[-1]
     x = logits.reshape(-1, V)  # (N, V)
     if x.stride(-1) != 1:
         x = x.contiguous()
     t = targets.reshape(-1).to(device=x.device, dtype=torch.int64).contiguous()  # (N,)
-    _check_targets(t, V, ignore_index)
+    # eager only (one host sync; skipped while torch.compile traces). The kernel would read an
+    # out-of-range target as "no target logit" and return a wrong loss silently
+    if not torch.compiler.is_compiling():
+        check_targets(t, V, ignore_index)
     return CrossEntropy.apply(x, t, int(ignore_index), float(label_smoothing), reduction)
-
-
-class LinearCrossEntropy(torch.autograd.Function):
-    """loss = cross_entropy(x @ w^T, t), in chunks of rows; dx, dw are computed in the forward."""
-
-    @staticmethod
-    def forward(ctx, x, w, t, ignore_index, eps, reduction, chunk_rows):
-        N = x.shape[0]
-        scale = _reduction_scale(t, ignore_index, reduction)
-        lse = torch.empty(N, dtype=torch.float32, device=x.device)
-        row_loss = torch.empty(N, dtype=torch.float32, device=x.device)
-        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        dx = torch.zeros_like(x) if need_grad else None
-        dw = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_grad else None
-        for start in range(0, N, chunk_rows):
-            rows = slice(start, min(N, start + chunk_rows))
-            logits = x[rows] @ w.t()  # (n, V): the only logits alive at any time
-            _launch(
-                logits, t[rows], lse[rows], row_loss[rows], logits if need_grad else None,
-                scale, ignore_index, eps, True, need_grad,
-            )  # fmt: skip
-            if need_grad:  # logits now hold d loss / d logits (with the reduction scale)
-                dx[rows] = logits @ w
-                dw += (logits.t() @ x[rows]).float()
-        ctx.save_for_backward(dx, dw)
-        ctx.w_dtype = w.dtype
-        loss = row_loss.sum() * scale[0]
-        return loss if x.dtype in (torch.float16, torch.bfloat16) else loss.to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, dloss):
-        dx, dw = ctx.saved_tensors
-        dx = dx * dloss.to(dx.dtype) if ctx.needs_input_grad[0] else None
-        dw = (dw * dloss.float()).to(ctx.w_dtype) if ctx.needs_input_grad[1] else None
-        return dx, dw, None, None, None, None, None
-
-
-def linear_cross_entropy(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    targets: torch.Tensor,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    reduction: str = "mean",
-    chunk_rows: int = 1024,
-) -> torch.Tensor:
-    """cross_entropy(x @ weight^T, targets) without the (N, V) logits: x (N, C), weight (V, C).
-
-    Peak extra memory is one (chunk_rows, V) logits block plus dx (N, C) and an fp32 dw (V, C).
-    """
-    expect_dtype("x", x, SUPPORTED_DTYPES)
-    expect_ndim("x", x, 2)
-    expect_ndim("weight", weight, 2)
-    expect_shape("weight", weight, (None, x.shape[1]))
-    expect_dtype("weight", weight, (dtype_name(x),))
-    if weight.shape[0] == 0:
-        raise ValueError(f"weight: expected shape (V, C) with V >= 1, got {tuple(weight.shape)}")
-    expect_int("targets", targets)
-    expect_shape("targets", targets, (x.shape[0],))
-    _check_options(label_smoothing, reduction)
-    if chunk_rows <= 0:
-        raise ValueError(f"chunk_rows: expected a positive value, got {chunk_rows}")
-    t = targets.reshape(-1).to(device=x.device, dtype=torch.int64).contiguous()
-    _check_targets(t, weight.shape[0], ignore_index)
-    return LinearCrossEntropy.apply(
-        x, weight, t, int(ignore_index), float(label_smoothing), reduction, int(chunk_rows)
-    )

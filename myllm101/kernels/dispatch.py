@@ -11,6 +11,10 @@ One switch, the environment variable ``MYLLM101_KERNELS`` (or a ``kernels=`` arg
 While ``torch.compile`` traces a function, ``use_kernel`` is False in every mode: the compiler fuses
 these ops into its own Triton code, and our launchers (and the interpreter) are not traceable.
 
+The kernels compute in float32 and take float16, bfloat16 or float32 tensors (``KERNEL_DTYPES``);
+``kernel_supports`` says whether a tensor is one of those. float64 always stays on the eager path
+(GPUs are slow at it, and it is what the parity tests compare against).
+
 Nothing here imports triton at module load, so ``import myllm101.kernels`` works everywhere.
 """
 
@@ -22,8 +26,17 @@ from typing import Any
 
 import torch
 
+from myllm101.checks import dtype_name
+
 MODES = ("auto", "on", "off")
 ENV_VAR = "MYLLM101_KERNELS"
+# the float dtypes every Triton kernel here takes (by name, as ``checks.expect_dtype`` wants them)
+KERNEL_DTYPES = ("float16", "bfloat16", "float32")
+
+
+def kernel_supports(x: Any) -> bool:
+    """True when ``x``'s dtype is one the kernels take (``KERNEL_DTYPES``); float64 is not."""
+    return dtype_name(x) in KERNEL_DTYPES
 
 
 def kernels_mode(kernels: str | None = None) -> str:

@@ -21,9 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
-from myllm101.checks import expect_dim, expect_dtype, expect_ndim, expect_shape
-
-SCALE_DTYPES = ("float16", "bfloat16", "float32")
+from myllm101.checks import check_int8_operands, expect_dtype, expect_shape
+from myllm101.kernels.dispatch import KERNEL_DTYPES
 
 
 @triton.jit
@@ -77,11 +76,8 @@ def _blocks(M: int, N: int, K: int) -> tuple[int, int, int]:
 
 
 def _check_operands(a: torch.Tensor, b: torch.Tensor, a_name: str, b_name: str) -> None:
-    expect_dtype(a_name, a, ("int8",))
-    expect_dtype(b_name, b, ("int8",))
-    expect_ndim(a_name, a, 2)
-    expect_ndim(b_name, b, 2)
-    expect_dim(b_name, b, 1, a.shape[1], f"K, the columns of {a_name}")
+    """The shared int8 operand checks, plus one device."""
+    check_int8_operands(a, b, a_name, b_name)
     if a.device != b.device:
         raise ValueError(f"{b_name}: expected device {a.device}, got {b.device}")
 
@@ -136,14 +132,14 @@ def int8_linear_rescale(
     """
     _check_operands(a_q, w_q, "a_q", "w_q")
     M, N = a_q.shape[0], w_q.shape[0]
-    expect_dtype("a_scale", a_scale, SCALE_DTYPES)
+    expect_dtype("a_scale", a_scale, KERNEL_DTYPES)
     expect_shape("a_scale", a_scale, (M, 1))
-    expect_dtype("w_scale", w_scale, SCALE_DTYPES)
+    expect_dtype("w_scale", w_scale, KERNEL_DTYPES)
     if w_scale.ndim == 0:
         w_scale = w_scale.reshape(1).expand(N)  # stride 0: one scale for every column
     expect_shape("w_scale", w_scale, (N,))
     if bias is not None:
-        expect_dtype("bias", bias, SCALE_DTYPES)
+        expect_dtype("bias", bias, KERNEL_DTYPES)
         expect_shape("bias", bias, (N,))
         bias = bias.contiguous()
     out = torch.empty((M, N), dtype=a_scale.dtype, device=a_q.device)

@@ -20,9 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-from myllm101.checks import expect_dtype, expect_positive, expect_shape
-
-KERNEL_DTYPES = ("float16", "bfloat16", "float32")  # float64: eager PyTorch (GPUs are slow at it)
+from myllm101.checks import check_rmsnorm, expect_dtype
+from myllm101.kernels.dispatch import KERNEL_DTYPES
 
 
 @triton.jit
@@ -138,10 +137,7 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.T
     """
     expect_dtype("x", x, KERNEL_DTYPES)
     expect_dtype("weight", weight, KERNEL_DTYPES)
-    if x.ndim == 0:
-        raise ValueError(f"x: expected at least 1 dimension (..., C), got shape {tuple(x.shape)}")
-    expect_shape("weight", weight, (x.shape[-1],))
-    expect_positive("eps", eps)
+    check_rmsnorm(x, weight, eps)
     if weight.device != x.device:
         raise ValueError(f"weight: expected device {x.device}, got {weight.device}")
     return RMSNormFunction.apply(x, weight, float(eps))

@@ -8,18 +8,14 @@ Maps to ``reference/rope.py`` (``rope_forward`` / ``rope_backward``) and ``fast/
 
 i.e. y = x * cos + rotate_half(x) * sin and dx = dy * cos - rotate_half(dy * sin). For the usual
 tables (cos1 == cos2, sin1 == sin2) the backward is the rotation by -theta. Both formulas are used
-with the four half-tables separately, so any (T, D) tables give the reference's exact math.
+with the four half-tables separately, so any tables give the reference's exact math.
+
+Tables: (T, D), shared by every row, or (B, 1, T, D), one row of positions per batch row (gathered
+with ``position_ids``, e.g. a left-padded batch); the table's batch stride is 0 for the former.
 
 One program handles a (BLOCK_T, D/2) tile of one (batch, head): it loads both halves once and
 writes both. Strides are passed for every axis, so x may be a transposed view (B, T, H, D) -> (B,
-H, T, D) without a copy.
-
-In place: ``apply_rope(x, cos, sin, inplace=True)`` writes y into x. Each program reads its tile
-before it writes the same tile, and no two programs touch the same elements, so the kernel itself
-is safe in place; the backward needs only cos/sin, not x. It is still the caller's promise that
-nothing else needs the old x: autograd's version counter raises if it does (x is marked dirty), and
-a leaf that requires grad cannot be changed in place. The backward always writes a fresh dx: the
-incoming gradient may be shared with other branches of the graph.
+H, T, D) without a copy. The output (and the backward's dx) is always a fresh tensor.
 """
 
 from __future__ import annotations
@@ -28,9 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
-from myllm101.checks import expect_dtype, expect_ndim, expect_same_shape, expect_shape
-
-KERNEL_DTYPES = ("float16", "bfloat16", "float32")
+from myllm101.checks import check_rope, expect_dtype
+from myllm101.kernels.dispatch import KERNEL_DTYPES
 
 
 @triton.jit
@@ -39,7 +34,7 @@ def _rope_kernel(
     H, T, HALF,
     sxb, sxh, sxt, sxd,
     syb, syh, syt, syd,
-    sct, scd,
+    scb, sct, scd,
     BACKWARD: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     bh = tl.program_id(0)  # which (batch, head)
@@ -52,7 +47,7 @@ def _rope_kernel(
     x_base = x_ptr + b * sxb + h * sxh + t[:, None] * sxt
     x1 = tl.load(x_base + d[None, :] * sxd, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(x_base + (d[None, :] + HALF) * sxd, mask=mask, other=0.0).to(tl.float32)
-    c_base = t[:, None] * sct
+    c_base = b * scb + t[:, None] * sct
     cos1 = tl.load(cos_ptr + c_base + d[None, :] * scd, mask=mask, other=0.0).to(tl.float32)
     cos2 = tl.load(cos_ptr + c_base + (d[None, :] + HALF) * scd, mask=mask, other=0.0).to(
         tl.float32
@@ -83,6 +78,8 @@ def _launch(
     B, H, T, D = src.shape
     if src.numel() == 0:
         return
+    # (T, D) tables: batch stride 0; (B, 1, T, D): the batch and the last two axes' strides
+    table_strides = (0, *cos.stride()) if cos.dim() == 2 else (cos.stride(0), *cos.stride()[2:])
     half = D // 2
     block_d = max(triton.next_power_of_2(half), 2)
     # about 4K elements per half-tile; the interpreter prefers fewer, bigger programs too
@@ -91,21 +88,16 @@ def _launch(
     _rope_kernel[grid](
         src, dst, cos, sin,
         H, T, half,
-        *src.stride(), *dst.stride(), *cos.stride(),
+        *src.stride(), *dst.stride(), *table_strides,
         BACKWARD=backward, BLOCK_T=block_t, BLOCK_D=block_d,
     )  # fmt: skip
 
 
 class RoPEFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, cos, sin, inplace: bool):
-        y = x if inplace else torch.empty_like(x)  # empty_like keeps x's memory layout
+    def forward(ctx, x, cos, sin):
+        y = torch.empty_like(x)  # empty_like keeps x's memory layout
         _launch(x, y, cos, sin, backward=False)
-        if inplace:
-            # the kernel wrote through a raw pointer: bump x's version counter by hand (as a
-            # torch in-place op would), so stale saved copies of x are detected, and mark it dirty
-            torch.autograd.graph.increment_version(x)
-            ctx.mark_dirty(x)
         ctx.save_for_backward(cos, sin)
         return y
 
@@ -114,33 +106,22 @@ class RoPEFunction(torch.autograd.Function):
         cos, sin = ctx.saved_tensors
         dx = torch.empty_like(dy)
         _launch(dy, dx, cos, sin, backward=True)
-        return dx, None, None, None
+        return dx, None, None
 
 
-def apply_rope(
-    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inplace: bool = False
-) -> torch.Tensor:
-    """x: (B, H, T, D), cos/sin: (T, D) -> (B, H, T, D) in x's dtype (x itself when inplace).
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, H, T, D), cos/sin: (T, D) or (B, 1, T, D) -> (B, H, T, D) in x's dtype.
 
     The tables are read in their own dtype and everything is computed in float32 (the eager path
     first rounds the tables to x's dtype; for bf16 the kernel is the more accurate of the two).
     Differentiable in x; cos/sin are treated as constants (they are, in a model).
     """
+    check_rope(x, cos, sin)
     expect_dtype("x", x, KERNEL_DTYPES)
-    expect_ndim("x", x, 4)
-    T, D = x.shape[-2], x.shape[-1]
-    if D % 2 != 0:
-        raise ValueError(f"head_dim: expected an even size (RoPE rotates pairs), got {D}")
-    expect_shape("cos", cos, (T, D))
-    expect_same_shape("cos", cos, "sin", sin)
     expect_dtype("cos", cos, KERNEL_DTYPES + ("float64",))
     expect_dtype("sin", sin, KERNEL_DTYPES + ("float64",))
     if cos.device != x.device or sin.device != x.device:
         raise ValueError(f"cos/sin: expected device {x.device}, got {cos.device} and {sin.device}")
-    if inplace and x.is_leaf and x.requires_grad and torch.is_grad_enabled():
-        # checked before the launch: autograd would refuse too, but only after the kernel wrote
-        raise RuntimeError(
-            "apply_rope(inplace=True): a leaf Variable that requires grad cannot be rotated in "
-            "place; pass inplace=False or a non-leaf tensor"
-        )
-    return RoPEFunction.apply(x, cos, sin, inplace)
+    if cos.stride() != sin.stride():  # the kernel walks both tables with cos's strides
+        cos, sin = cos.contiguous(), sin.contiguous()
+    return RoPEFunction.apply(x, cos, sin)

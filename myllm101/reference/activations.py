@@ -13,9 +13,14 @@ import math
 
 import numpy as np
 
-from myllm101.checks import dtype_name, expect_dtype, expect_float, expect_same_shape, expect_shape
-
-APPROXIMATIONS = ("none", "tanh")
+from myllm101.checks import (
+    check_gelu_approximate,
+    dtype_name,
+    expect_dtype,
+    expect_float,
+    expect_same_shape,
+    expect_shape,
+)
 
 # --- erf -------------------------------------------------------------------------------------
 # Why not np.frompyfunc(math.erf)? It calls Python once per element: 0.9 s for a (8, 512, 3072)
@@ -73,11 +78,6 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _TANH_COEF = 0.044715
 
 
-def _check_approximate(approximate: str) -> None:
-    if approximate not in APPROXIMATIONS:
-        raise ValueError(f"approximate: expected 'none' or 'tanh', got {approximate!r}")
-
-
 def gelu_forward(x: np.ndarray, approximate: str = "none"):
     """x: (...) -> y: (...), cache.
 
@@ -85,7 +85,7 @@ def gelu_forward(x: np.ndarray, approximate: str = "none"):
     approximate="tanh": y = 0.5 * x * (1 + tanh(u)), u = sqrt(2/pi) * (x + 0.044715 x**3).
     """
     expect_float("x", x)
-    _check_approximate(approximate)
+    check_gelu_approximate(approximate)
     if approximate == "none":
         cdf = 0.5 * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))  # Phi(x), (...)
         return x * cdf, (x, cdf, approximate)

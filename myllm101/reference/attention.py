@@ -17,12 +17,12 @@ reads kv head h // (H // Hkv). Multi-query (Hkv = 1) and plain multi-head (Hkv =
 import numpy as np
 
 from myllm101.checks import (
+    check_qkv,
     expect_divisible,
     expect_dtype,
     expect_float,
     expect_ndim,
     expect_positive,
-    expect_same_shape,
     expect_shape,
 )
 from myllm101.reference.rope import rope_backward, rope_forward
@@ -46,24 +46,7 @@ def attention_mask(T: int, S: int, causal: bool, key_padding_mask=None):
     return mask
 
 
-def _check_qkv(q, k, v, key_padding_mask, scale):
-    expect_float("q", q)
-    expect_ndim("q", q, 4)
-    expect_ndim("k", k, 4)
-    B, H, T, D = q.shape
-    expect_shape("k", k, (B, None, None, D))
-    expect_same_shape("k", k, "v", v)
-    expect_dtype("k", k, (str(q.dtype),))
-    expect_dtype("v", v, (str(q.dtype),))
-    expect_divisible("q heads", H, "k/v heads", k.shape[1])
-    if key_padding_mask is not None:
-        expect_shape("key_padding_mask", key_padding_mask, (B, k.shape[2]))
-        expect_dtype("key_padding_mask", key_padding_mask, ("bool",))
-    if scale is not None:
-        expect_positive("scale", scale)
-
-
-def sdpa_forward(
+def scaled_dot_product_attention_forward(
     q: np.ndarray,
     k: np.ndarray,
     v: np.ndarray,
@@ -72,7 +55,7 @@ def sdpa_forward(
     scale: float | None = None,
 ):
     """q: (B, H, T, D), k/v: (B, Hkv, S, D), key_padding_mask: (B, S) bool -> out (B, H, T, D), cache."""
-    _check_qkv(q, k, v, key_padding_mask, scale)
+    check_qkv(q, k, v, key_padding_mask, scale)
     B, H, T, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
     G = H // Hkv  # query heads per kv head
@@ -97,7 +80,7 @@ def sdpa_forward(
     return out, (q, k, v, p, scale)
 
 
-def sdpa_backward(dout: np.ndarray, cache):
+def scaled_dot_product_attention_backward(dout: np.ndarray, cache):
     """dout: (B, H, T, D) -> (dq (B, H, T, D), dk (B, Hkv, S, D), dv (B, Hkv, S, D)).
 
     dk, dv sum over the G query heads that share each kv head.
@@ -188,7 +171,9 @@ def mha_forward(
         q, q_rope = rope_forward(q, cos, sin)
         k, k_rope = rope_forward(k, cos, sin)
         rope_caches = (q_rope, k_rope)
-    att, att_cache = sdpa_forward(q, k, v, causal=causal, key_padding_mask=key_padding_mask)
+    att, att_cache = scaled_dot_product_attention_forward(
+        q, k, v, causal=causal, key_padding_mask=key_padding_mask
+    )
     merged = att.transpose(0, 2, 1, 3).reshape(B, T, n_heads * D)  # heads back side by side
     y = _linear(merged, params, "o_proj")  # (B, T, C)
     cache = (x, params, merged, att_cache, rope_caches, n_heads, n_kv_heads, D)
@@ -207,7 +192,7 @@ def mha_backward(dy: np.ndarray, cache):
         grads["o_proj.bias"] = dy.reshape(-1, C).sum(axis=0)
     dmerged = dy @ params["o_proj.weight"]  # (B, T, H*D)
     datt = dmerged.reshape(B, T, n_heads, D).transpose(0, 2, 1, 3)  # (B, H, T, D)
-    dq, dk, dv = sdpa_backward(datt, att_cache)
+    dq, dk, dv = scaled_dot_product_attention_backward(datt, att_cache)
     if rope_caches is not None:
         dq, dk = rope_backward(dq, rope_caches[0]), rope_backward(dk, rope_caches[1])
 

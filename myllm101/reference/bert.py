@@ -34,14 +34,14 @@ from myllm101.checks import expect_shape
 from myllm101.config import BertConfig
 from myllm101.reference.activations import gelu_backward, gelu_forward
 from myllm101.reference.attention import mha_backward, mha_forward
-from myllm101.reference.embedding import embedding_backward, embedding_forward
-from myllm101.reference.gpt import (
+from myllm101.reference.blocks import (
     Dropouts,
     add_prefixed,
     check_model_inputs,
     load_params,
     sub_params,
 )
+from myllm101.reference.embedding import embedding_backward, embedding_forward
 from myllm101.reference.layernorm import layernorm_backward, layernorm_forward
 from myllm101.reference.linear import linear_backward, linear_forward
 from myllm101.reference.loss import cross_entropy_backward, cross_entropy_forward

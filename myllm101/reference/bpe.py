@@ -15,6 +15,7 @@ Training (``bpe_train``) is the mirror image: count adjacent pairs over the pre-
 merge the most frequent pair everywhere, give the new token the next rank, repeat.
 
 This file is the slow, readable version; ``myllm101/fast/bpe.py`` has the same API and results.
+Both validate their input with the same functions (``myllm101/checks.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from collections import Counter
 
 import regex
 
-from myllm101.bpe_patterns import GPT4_SPLIT_PATTERN
+from myllm101.bpe_patterns import GPT4_SPLIT_PATTERN, fix_surrogates
+from myllm101.checks import (
+    check_bpe_vocab,
+    check_special_args,
+    check_special_tokens,
+    check_vocab_size,
+    disallowed_special_error,
+    expect_str,
+    expect_token_id,
+)
 
 # --------------------------------------------------------------------------------------------------
 # small helpers
@@ -77,29 +87,6 @@ def split_specials(text: str, specials) -> list[str]:
     return regex.split(alternatives, text)
 
 
-def check_special_tokens(special_tokens) -> list[str]:
-    """``special_tokens`` as a list of distinct non-empty strings (or a ValueError)."""
-    if special_tokens is None:
-        return []
-    if isinstance(special_tokens, str) or not all(isinstance(s, str) for s in special_tokens):
-        raise ValueError(
-            f"special_tokens: expected a list of strings, got {type(special_tokens).__name__} "
-            f"{special_tokens!r}"
-        )
-    specials = list(special_tokens)
-    if len(set(specials)) != len(specials) or "" in specials:
-        raise ValueError(f"special_tokens: expected distinct non-empty strings, got {specials}")
-    return specials
-
-
-def check_vocab_size(vocab_size: int, n_special: int) -> None:
-    if not isinstance(vocab_size, int) or vocab_size < 256 + n_special:
-        raise ValueError(
-            f"vocab_size={vocab_size} is too small: need at least 256 byte tokens + {n_special} "
-            f"special tokens = {256 + n_special}"
-        )
-
-
 # --------------------------------------------------------------------------------------------------
 # training
 
@@ -119,8 +106,7 @@ def bpe_train(
     which makes training deterministic (and the fast trainer reproduces it merge for merge).
     If the text runs out of pairs first, training stops early with a smaller vocabulary.
     """
-    if not isinstance(text, str):
-        raise ValueError(f"text: expected str, got {type(text).__name__}")
+    expect_str("text", text)
     specials = check_special_tokens(special_tokens)
     check_vocab_size(vocab_size, len(specials))
     compiled = regex.compile(pattern)
@@ -159,15 +145,15 @@ def bpe_train(
 # encoding one piece
 
 
-def bpe_encode_piece(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
+def bpe_encode_piece(piece: bytes, ranks: dict[bytes, int]) -> tuple[int, ...]:
     """Token ids of one pre-tokenized piece: merge the lowest-rank adjacent pair until none is left.
 
-    With ranks {b"a"..: byte, b"ab": 256, b"abc": 257}: b"abcd" -> [257, 100]
+    With ranks {b"a"..: byte, b"ab": 256, b"abc": 257}: b"abcd" -> (257, 100)
     (a,b,c,d) -> (ab,c,d) -> (abc,d): "bc" and "cd" are not tokens, "abcd" is not either.
     Quadratic in the piece length (every step rescans all pairs); fine for words.
     """
     if piece in ranks:  # the whole piece is a token (tiktoken's shortcut; kept for equal results)
-        return [ranks[piece]]
+        return (ranks[piece],)
     parts = [bytes([b]) for b in piece]  # start from single bytes
     while len(parts) > 1:
         # the adjacent pair whose concatenation has the lowest rank (leftmost on a tie)
@@ -179,60 +165,11 @@ def bpe_encode_piece(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
         if best_rank is None:  # no adjacent pair is a token: done
             break
         parts[best_i : best_i + 2] = [parts[best_i] + parts[best_i + 1]]
-    return [ranks[p] for p in parts]
+    return tuple(ranks[p] for p in parts)
 
 
 # --------------------------------------------------------------------------------------------------
 # the tokenizer
-
-
-def fix_surrogates(text: str) -> str:
-    """Lone UTF-16 surrogates cannot be UTF-8 encoded: become U+FFFD (as in tiktoken).
-
-    "a\\ud800b" -> "a\\ufffdb";  a valid surrogate pair "\\ud83d\\ude00" -> "\\U0001f600"
-    """
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-
-
-def check_ranks(mergeable_ranks, special_tokens) -> tuple[dict[bytes, int], dict[str, int]]:
-    """Validate a vocabulary; returns copies (a tokenizer must not change when its input does)."""
-    ranks = dict(mergeable_ranks)
-    specials = dict(special_tokens or {})
-    missing = [b for b in range(256) if bytes([b]) not in ranks]
-    if missing:
-        raise ValueError(
-            f"mergeable_ranks: expected all 256 single bytes, got {256 - len(missing)} "
-            f"(missing e.g. {bytes([missing[0]])!r})"
-        )
-    if len(set(ranks.values())) != len(ranks):
-        raise ValueError(
-            f"mergeable_ranks: expected distinct ranks, got {len(ranks)} tokens but "
-            f"{len(set(ranks.values()))} distinct ranks"
-        )
-    clash = set(specials.values()) & set(ranks.values())
-    if clash or len(set(specials.values())) != len(specials):
-        raise ValueError(
-            f"special_tokens: expected ids distinct from each other and from the ranks, got "
-            f"{specials} (shared ids: {sorted(clash)})"
-        )
-    return ranks, specials
-
-
-def check_special_args(allowed_special, disallowed_special, special_tokens) -> tuple[set, set]:
-    """tiktoken's rules: "all" means every special token; disallowed "all" means all not allowed."""
-    names = set(special_tokens)
-    allowed = names if allowed_special == "all" else set(allowed_special)
-    unknown = allowed - names
-    if unknown:
-        raise ValueError(
-            f"allowed_special: expected names from {sorted(names)}, got unknown {sorted(unknown)}"
-        )
-    disallowed = names - allowed if disallowed_special == "all" else set(disallowed_special)
-    return allowed, disallowed
 
 
 def raise_if_disallowed(text: str, disallowed: set) -> None:
@@ -241,12 +178,7 @@ def raise_if_disallowed(text: str, disallowed: set) -> None:
     alternatives = "|".join(regex.escape(s) for s in sorted(disallowed, key=len, reverse=True))
     found = regex.search(alternatives, text)
     if found:
-        token = found.group()
-        raise ValueError(
-            f"encountered the disallowed special token {token!r} in the text; pass "
-            f"allowed_special={{{token!r}}} to encode it as the special token, or "
-            f"disallowed_special=() to encode it as plain text"
-        )
+        raise disallowed_special_error(found.group())
 
 
 class Tokenizer:
@@ -263,7 +195,7 @@ class Tokenizer:
         special_tokens: dict[str, int] | None = None,
         name: str = "custom",
     ):
-        self._ranks, self._special = check_ranks(mergeable_ranks, special_tokens)
+        self._ranks, self._special = check_bpe_vocab(mergeable_ranks, special_tokens)
         self._pattern = pattern
         self._compiled = regex.compile(pattern)
         self._name = name
@@ -300,8 +232,7 @@ class Tokenizer:
     # encoding ------------------------------------------------------------------------------------
     def encode_ordinary(self, text: str) -> list[int]:
         """Ids of ``text`` with special tokens treated as plain text."""
-        if not isinstance(text, str):
-            raise ValueError(f"text: expected str, got {type(text).__name__}")
+        expect_str("text", text)
         ids = []
         for piece in self._compiled.findall(fix_surrogates(text)):  # 1. pre-tokenize
             ids.extend(bpe_encode_piece(piece.encode("utf-8"), self._ranks))  # 2. merge
@@ -312,8 +243,7 @@ class Tokenizer:
         their ids; any in ``disallowed_special`` (default: every one not allowed) raises a
         ValueError naming it; special tokens in neither set are encoded as plain text.
         """
-        if not isinstance(text, str):
-            raise ValueError(f"text: expected str, got {type(text).__name__}")
+        expect_str("text", text)
         text = fix_surrogates(text)
         allowed, disallowed = check_special_args(allowed_special, disallowed_special, self._special)
         raise_if_disallowed(text, disallowed)
@@ -332,14 +262,7 @@ class Tokenizer:
     # decoding ------------------------------------------------------------------------------------
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes of one token; ValueError naming the id and n_vocab if it has none."""
-        if isinstance(token_id, bool) or not hasattr(token_id, "__index__"):
-            raise ValueError(f"token id: expected an int, got {type(token_id).__name__}")
-        token_id = int(token_id)
-        if token_id not in self._decoder:
-            raise ValueError(
-                f"token id {token_id} is not in the vocabulary (n_vocab={self.n_vocab}, "
-                f"valid ids are 0..{self.n_vocab - 1} minus unused ones)"
-            )
+        token_id = expect_token_id(token_id, self.n_vocab, self._decoder.__contains__)
         return self._decoder[token_id]
 
     def decode_bytes(self, ids) -> bytes:

@@ -9,21 +9,7 @@ repeats; plain ``dtable[ids] += dout`` would keep only the last one).
 
 import numpy as np
 
-from myllm101.checks import expect_float, expect_int, expect_ndim, expect_shape
-
-
-def check_ids(ids, vocab_size: int) -> None:
-    """ValueError unless every id is an integer in [0, vocab_size); names the first bad id."""
-    expect_int("ids", ids)
-    if ids.size == 0:
-        return
-    bad = (ids < 0) | (ids >= vocab_size)
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"ids: expected every id in [0, {vocab_size}) (V={vocab_size} table rows), "
-            f"got id {int(ids[where])} at index {where}"
-        )
+from myllm101.checks import check_ids, expect_float, expect_ndim, expect_shape
 
 
 def embedding_forward(ids: np.ndarray, table: np.ndarray):

@@ -17,7 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from myllm101.checks import expect_ndim, expect_positive
+from myllm101.checks import (
+    check_max_new_tokens,
+    check_temperature,
+    check_top_k,
+    check_top_p,
+    expect_ndim,
+    expect_positive,
+)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -40,8 +47,7 @@ def apply_repetition_penalty(logits: np.ndarray, previous_ids, penalty: float) -
 def top_k_filter(logits: np.ndarray, k: int) -> np.ndarray:
     """Keep logits >= the k-th largest (ties with it stay); others -> -inf."""
     expect_ndim("logits", logits, 1)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"top_k: expected an int >= 1 or None, got {k!r}")
+    check_top_k(k)
     kth = np.sort(logits)[::-1][min(k, logits.size) - 1]
     return np.where(logits >= kth, logits, -np.inf)
 
@@ -50,8 +56,7 @@ def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
     """Walk the tokens from most to least likely, keeping each, until the kept probability
     reaches p; every token after that -> -inf (the most likely token is always kept)."""
     expect_ndim("logits", logits, 1)
-    if not 0.0 < p <= 1.0:
-        raise ValueError(f"top_p: expected a value in (0, 1] or None, got {p}")
+    check_top_p(p)
     if p >= 1.0:  # every token: a rounded running total may reach 1 before the last one
         return logits.copy()
     probs = softmax(logits)
@@ -65,7 +70,7 @@ def top_p_filter(logits: np.ndarray, p: float) -> np.ndarray:
     return np.where(keep, logits, -np.inf)
 
 
-def next_token(
+def choose_next_token(
     logits: np.ndarray,
     temperature: float = 1.0,
     top_k: int | None = None,
@@ -73,8 +78,7 @@ def next_token(
     rng: np.random.Generator | None = None,
 ) -> int:
     """One row of logits (V,) -> the next token id."""
-    if not temperature >= 0:
-        raise ValueError(f"temperature: expected a value >= 0 (0 = greedy), got {temperature}")
+    check_temperature(temperature)
     if temperature == 0:
         return int(np.argmax(logits))
     logits = logits / temperature
@@ -110,7 +114,7 @@ def generate_one(
     for _ in range(max_new_tokens):
         logits, _, _ = model.forward(np.array([ids]))  # (1, T, V): the whole sequence again
         last = apply_repetition_penalty(logits[0, -1], ids, repetition_penalty)  # (V,)
-        ids.append(next_token(last, temperature, top_k, top_p, rng))
+        ids.append(choose_next_token(last, temperature, top_k, top_p, rng))
         if ids[-1] in stop_tokens:
             break
     return ids
@@ -129,8 +133,7 @@ def generate(
 ) -> list[int] | list[list[int]]:
     """``model`` is a ReferenceGPT or ReferenceLlama. One prompt (list of ids) -> list[int]; a
     list of prompts -> list[list[int]], each generated on its own (the same as a batch)."""
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens: expected an int >= 1, got {max_new_tokens!r}")
+    check_max_new_tokens(max_new_tokens)
     rng = np.random.default_rng(seed)
     model.eval()
     single = len(prompts) > 0 and np.ndim(prompts[0]) == 0

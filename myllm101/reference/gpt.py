@@ -8,12 +8,16 @@
 
 Built only from the reference layers; ``backward`` calls their backward functions in reverse order.
 
-Parameter names equal the fast model's ``state_dict`` keys (``myllm101.fast.gpt.GPT``)::
+Parameter names equal the fast model's ``state_dict`` keys (``myllm101.fast.gpt.GPT``), GPT-2's
+own names with every weight stored (out, in)::
 
     wte.weight (V, C)   wpe.weight (block_size, C)
-    h.{i}.ln_1.{weight,bias}   h.{i}.attn.{q,k,v,o}_proj.{weight,bias}
+    h.{i}.ln_1.{weight,bias}   h.{i}.attn.c_attn.{weight,bias} (3C, C)   h.{i}.attn.c_proj.* (C, C)
     h.{i}.ln_2.{weight,bias}   h.{i}.mlp.c_fc.{weight,bias} (4C, C)   h.{i}.mlp.c_proj.{weight,bias}
     ln_f.{weight,bias}         lm_head.weight (V, C)
+
+``attn.c_attn`` holds the q, k and v projections stacked by rows ([q | k | v] along the output
+axis); attention itself is the shared ``reference/attention.py`` block, which takes them apart.
 
 Tied weights: with ``tie_word_embeddings`` the fast state_dict lists both ``wte.weight`` and
 ``lm_head.weight`` (one tensor under two names). Here ``lm_head.weight`` is the very same array as
@@ -25,85 +29,50 @@ from __future__ import annotations
 
 import numpy as np
 
-from myllm101.checks import expect_int, expect_ndim, expect_shape
 from myllm101.config import GPTConfig
 from myllm101.reference.activations import gelu_backward, gelu_forward
 from myllm101.reference.attention import mha_backward, mha_forward
-from myllm101.reference.dropout import dropout_backward, dropout_forward
-from myllm101.reference.embedding import check_ids, embedding_backward, embedding_forward
+from myllm101.reference.blocks import (
+    Dropouts,
+    add_prefixed,
+    causal_lm_loss_backward,
+    causal_lm_loss_forward,
+    check_model_inputs,
+    load_params,
+    sub_params,
+)
+from myllm101.reference.embedding import embedding_backward, embedding_forward
 from myllm101.reference.layernorm import layernorm_backward, layernorm_forward
 from myllm101.reference.linear import linear_backward, linear_forward
-from myllm101.reference.loss import cross_entropy_backward, cross_entropy_forward
 
-# ---------------------------------------------------------------------------------------------
-# pieces shared by the three reference models (llama.py and bert.py import them)
+QKV = ("q_proj", "k_proj", "v_proj")  # the row blocks of c_attn, in order
 
 
-def check_model_inputs(cfg, input_ids, attention_mask=None, labels=None) -> None:
-    """ids: (B, T) ints in [0, vocab_size), T <= block_size; mask and labels (B, T)."""
-    expect_int("input_ids", input_ids)
-    expect_ndim("input_ids", input_ids, 2)
-    B, T = input_ids.shape
-    if T > cfg.block_size:
-        raise ValueError(
-            f"input_ids: expected a sequence length <= block_size={cfg.block_size}, got {T}"
-        )
-    check_ids(input_ids, cfg.vocab_size)
-    if attention_mask is not None:
-        expect_shape("attention_mask", attention_mask, (B, T))
-    if labels is not None:
-        expect_int("labels", labels)
+def attention_params(attn: dict) -> dict:
+    """One block's GPT-2 attention params ("c_attn.weight", ...) -> the names of the attention
+    block ``mha_forward`` takes: c_attn's three row blocks are q_proj, k_proj, v_proj (views, no
+    copy) and c_proj is o_proj."""
+    C = attn["c_proj.weight"].shape[0]
+    out = {}
+    for j, name in enumerate(QKV):
+        for kind in ("weight", "bias"):
+            if f"c_attn.{kind}" in attn:
+                out[f"{name}.{kind}"] = attn[f"c_attn.{kind}"][j * C : (j + 1) * C]
+    for kind in ("weight", "bias"):
+        if f"c_proj.{kind}" in attn:
+            out[f"o_proj.{kind}"] = attn[f"c_proj.{kind}"]
+    return out
 
 
-def sub_params(params: dict, prefix: str) -> dict:
-    """{'h.0.attn.q_proj.weight': w, ...}, 'h.0.attn.' -> {'q_proj.weight': w, ...}."""
-    return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
-
-
-def add_prefixed(grads: dict, prefix: str, sub: dict) -> None:
-    for k, g in sub.items():
-        grads[prefix + k] = g
-
-
-def causal_lm_loss_forward(logits: np.ndarray, labels: np.ndarray):
-    """Next-token loss: position t predicts labels[t + 1] (HF convention; -100 is ignored).
-
-    logits: (B, T, V), labels: (B, T) -> scalar mean loss, cache.
-    """
-    expect_shape("labels", labels, logits.shape[:2])
-    V = logits.shape[-1]
-    shift_logits = logits[:, :-1].reshape(-1, V)  # (B*(T-1), V)
-    shift_labels = labels[:, 1:].reshape(-1)  # (B*(T-1),)
-    loss, ce_cache = cross_entropy_forward(shift_logits, shift_labels, ignore_index=-100)
-    return loss, (ce_cache, logits.shape)
-
-
-def causal_lm_loss_backward(dloss, cache) -> np.ndarray:
-    """-> dlogits (B, T, V); the last position predicts nothing, so its gradient is zero."""
-    ce_cache, (B, T, V) = cache
-    dshift = cross_entropy_backward(dloss, ce_cache)  # (B*(T-1), V)
-    dlogits = np.zeros((B, T, V), dtype=dshift.dtype)
-    dlogits[:, :-1] = dshift.reshape(B, T - 1, V)
-    return dlogits
-
-
-class Dropouts:
-    """Residual dropout for a reference model: identity when p == 0 or in eval mode."""
-
-    def __init__(self, p: float, seed: int = 0):
-        self.p, self.training, self.rng = p, True, np.random.default_rng(seed)
-
-    def forward(self, x):
-        if self.p == 0.0 or not self.training:
-            return x, None
-        return dropout_forward(x, self.p, self.rng, training=True)
-
-    @staticmethod
-    def backward(dy, cache):
-        return dy if cache is None else dropout_backward(dy, cache)
-
-
-# ---------------------------------------------------------------------------------------------
+def attention_grads(grads: dict) -> dict:
+    """``mha_backward``'s gradients -> GPT-2's names: q/k/v stacked back into c_attn's rows."""
+    out = {}
+    for kind in ("weight", "bias"):
+        if f"q_proj.{kind}" in grads:
+            out[f"c_attn.{kind}"] = np.concatenate([grads[f"{n}.{kind}"] for n in QKV])
+        if f"o_proj.{kind}" in grads:
+            out[f"c_proj.{kind}"] = grads[f"o_proj.{kind}"]
+    return out
 
 
 def param_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
@@ -121,8 +90,8 @@ def param_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
 
     for i in range(cfg.n_layer):
         add(f"h.{i}.ln_1", C)
-        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            add(f"h.{i}.attn.{proj}", C, C)
+        add(f"h.{i}.attn.c_attn", 3 * C, C)
+        add(f"h.{i}.attn.c_proj", C, C)
         add(f"h.{i}.ln_2", C)
         add(f"h.{i}.mlp.c_fc", 4 * C, C)
         add(f"h.{i}.mlp.c_proj", C, 4 * C)
@@ -133,7 +102,7 @@ def param_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
 
 def init_params(cfg: GPTConfig, seed: int = 0, dtype=np.float64) -> dict[str, np.ndarray]:
     """GPT-2 init: N(0, 0.02) weights, zero biases, unit LayerNorm scales, and the projections
-    that write into the residual stream (o_proj, c_proj) scaled by 1/sqrt(2 * n_layer)."""
+    that write into the residual stream (attn.c_proj, mlp.c_proj) scaled by 1/sqrt(2 * n_layer)."""
     rng = np.random.default_rng(seed)
     params = {}
     for name, shape in param_shapes(cfg).items():
@@ -143,32 +112,12 @@ def init_params(cfg: GPTConfig, seed: int = 0, dtype=np.float64) -> dict[str, np
             params[name] = np.ones(shape, dtype)
         else:
             std = 0.02
-            if name.endswith(("o_proj.weight", "c_proj.weight")):
+            if name.endswith("c_proj.weight"):
                 std /= np.sqrt(2 * cfg.n_layer)
             params[name] = (rng.standard_normal(shape) * std).astype(dtype)
     if cfg.tie_word_embeddings:
         params["lm_head.weight"] = params["wte.weight"]
     return params
-
-
-def load_params(shapes: dict, params: dict, tied: tuple[str, str] | None) -> dict:
-    """Check names and shapes against ``shapes``; make a tied pair share one array."""
-    missing, extra = sorted(set(shapes) - set(params)), sorted(set(params) - set(shapes))
-    if missing or extra:
-        raise ValueError(
-            f"params: expected the keys of param_shapes, missing {missing}, extra {extra}"
-        )
-    out = {}
-    for name, shape in shapes.items():
-        p = np.asarray(params[name])
-        expect_shape(name, p, shape)
-        out[name] = p
-    if tied is not None:
-        src, dst = tied
-        if out[dst] is not out[src] and not np.array_equal(out[dst], out[src]):
-            raise ValueError(f"params: {dst} is tied to {src} and must hold the same values")
-        out[dst] = out[src]
-    return out
 
 
 class ReferenceGPT:
@@ -218,7 +167,7 @@ class ReferenceGPT:
             h, c["ln_1"] = self._ln(f"h.{i}.ln_1", x)
             a, c["attn"] = mha_forward(
                 h,
-                sub_params(p, f"h.{i}.attn."),
+                attention_params(sub_params(p, f"h.{i}.attn.")),
                 cfg.n_head,
                 cfg.n_head,
                 causal=True,
@@ -284,7 +233,7 @@ class ReferenceGPT:
                 grads[f"{name}.weight"] = dw
                 if cfg.bias:
                     grads[f"{name}.bias"] = db
-            add_prefixed(grads, f"h.{i}.attn.", g_attn)
+            add_prefixed(grads, f"h.{i}.attn.", attention_grads(g_attn))
 
         dx = self.dropout.backward(dx, cache["drop"])  # d(tok + pos)
         grads["wpe.weight"] = embedding_backward(dx.sum(axis=0), cache["pos"])

@@ -24,14 +24,15 @@ clip never bites, hence |v - q * scale| <= scale / 2 elementwise (plus one float
 import numpy as np
 
 from myllm101.checks import (
+    QMAX,
+    check_int8_linear,
+    check_int8_operands,
+    check_int8_scale,
     expect_dim,
     expect_dtype,
     expect_float,
     expect_ndim,
-    expect_shape,
 )
-
-QMAX = 127  # symmetric range [-127, 127]
 
 
 def _quantize(v: np.ndarray, absmax: np.ndarray):
@@ -63,23 +64,12 @@ def quantize_per_token(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _quantize(x, np.max(np.abs(x), axis=1, keepdims=True, initial=0))
 
 
-def _broadcastable_scale(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """() stays (), (rows,) becomes (rows, 1) (per output channel), (rows, 1) stays."""
-    expect_float("scale", scale)
-    if scale.ndim == 0:
-        return scale
-    rows = q.shape[0] if q.ndim >= 1 else 0
-    if scale.ndim == 1:
-        expect_shape("scale", scale, (rows,))
-        return scale[:, None]
-    expect_shape("scale", scale, (rows, 1))
-    return scale
-
-
 def dequantize(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """q: int8 (rows, ...) with scale (), (rows,) or (rows, 1) -> q * scale in scale's dtype."""
     expect_dtype("q", q, ("int8",))
-    return q.astype(scale.dtype) * _broadcastable_scale(q, scale)
+    check_int8_scale(q, scale)
+    scale = scale[:, None] if scale.ndim == 1 else scale  # per row: (rows,) -> (rows, 1)
+    return q.astype(scale.dtype) * scale
 
 
 def int8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -87,23 +77,8 @@ def int8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     Cast to int32 *before* multiplying: an int8 product (up to 127 * 127) and its sum overflow int8.
     """
-    expect_dtype("a", a, ("int8",))
-    expect_dtype("b", b, ("int8",))
-    expect_ndim("a", a, 2)
-    expect_ndim("b", b, 2)
-    expect_dim("b", b, 1, a.shape[1], "K, the columns of a")
+    check_int8_operands(a, b)
     return a.astype(np.int32) @ b.astype(np.int32).T  # (M, N)
-
-
-def _check_linear(x: np.ndarray, w_q: np.ndarray, w_scale: np.ndarray, b) -> None:
-    expect_float("x", x)
-    expect_dtype("w_q", w_q, ("int8",))
-    expect_ndim("w_q", w_q, 2)
-    expect_dim("x", x, -1, w_q.shape[1], "in features of w_q")
-    if w_scale.ndim != 0:
-        expect_shape("w_scale", w_scale, (w_q.shape[0],))
-    if b is not None:
-        expect_shape("b", b, (w_q.shape[0],))
 
 
 def int8_linear_forward(x: np.ndarray, w_q: np.ndarray, w_scale: np.ndarray, b=None):
@@ -113,7 +88,7 @@ def int8_linear_forward(x: np.ndarray, w_q: np.ndarray, w_scale: np.ndarray, b=N
     -> y: (..., out) in x's dtype, cache. The weight is stored in int8 (4x smaller than float32)
     and expanded just before the matmul, which runs in float.
     """
-    _check_linear(x, w_q, w_scale, b)
+    check_int8_linear(x, w_q, w_scale, b)
     w = dequantize(w_q, w_scale).astype(x.dtype)  # (out, in)
     y = x @ w.T  # (..., out)
     if b is not None:
@@ -138,7 +113,7 @@ def w8a8_linear_forward(x: np.ndarray, w_q: np.ndarray, w_scale: np.ndarray, b=N
     x: (..., in) float, w_q: (out, in) int8, w_scale: () or (out,), b: (out,) or None
     -> y: (..., out) in x's dtype. Inference only (round has no useful gradient).
     """
-    _check_linear(x, w_q, w_scale, b)
+    check_int8_linear(x, w_q, w_scale, b)
     x2 = x.reshape(-1, x.shape[-1])  # (N, in)
     x_q, x_scale = quantize_per_token(x2)  # (N, in) int8, (N, 1)
     acc = int8_matmul(x_q, w_q)  # (N, out) int32, exact

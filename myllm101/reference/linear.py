@@ -10,26 +10,14 @@ Backward, with dy = dL/dy and every leading axis flattened into rows:
 
 import numpy as np
 
-from myllm101.checks import (
-    dtype_name,
-    expect_dim,
-    expect_dtype,
-    expect_float,
-    expect_ndim,
-    expect_shape,
-)
+from myllm101.checks import check_linear_dtypes, check_linear_shapes, expect_shape
 
 
 def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):
     """x: (..., in), w: (out, in), b: (out,) or None -> y: (..., out), cache."""
-    expect_float("x", x)
-    expect_ndim("w", w, 2)
-    expect_dtype("w", w, (dtype_name(x),))
+    check_linear_shapes(x, w, b)
+    check_linear_dtypes(x, w, b)
     out_features, in_features = w.shape
-    expect_dim("x", x, -1, in_features, "in_features of w")
-    if b is not None:
-        expect_shape("b", b, (out_features,))
-        expect_dtype("b", b, (dtype_name(x),))
     lead = x.shape[:-1]
     x2 = x.reshape(-1, in_features)  # (N, in): one BLAS call for every row, whatever the batch axes
     y2 = x2 @ w.T  # (N, out)

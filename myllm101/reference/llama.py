@@ -30,8 +30,7 @@ import numpy as np
 from myllm101.config import LlamaConfig
 from myllm101.reference.activations import swiglu_backward, swiglu_forward
 from myllm101.reference.attention import mha_backward, mha_forward
-from myllm101.reference.embedding import embedding_backward, embedding_forward
-from myllm101.reference.gpt import (
+from myllm101.reference.blocks import (
     Dropouts,
     add_prefixed,
     causal_lm_loss_backward,
@@ -40,6 +39,7 @@ from myllm101.reference.gpt import (
     load_params,
     sub_params,
 )
+from myllm101.reference.embedding import embedding_backward, embedding_forward
 from myllm101.reference.linear import linear_backward, linear_forward
 from myllm101.reference.rmsnorm import rmsnorm_backward, rmsnorm_forward
 from myllm101.reference.rope import rope_frequencies

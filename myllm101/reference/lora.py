@@ -11,44 +11,14 @@ independent of r. After training the update can be folded into the weight,
 
 import numpy as np
 
-from myllm101.checks import (
-    expect_dim,
-    expect_dtype,
-    expect_float,
-    expect_ndim,
-    expect_positive,
-    expect_shape,
-)
+from myllm101.checks import check_lora_adapter, check_lora_linear, expect_shape, lora_scale
 
 
-def lora_scale(A: np.ndarray, alpha: float) -> float:
-    """alpha / r, where r = A.shape[0] is the adapter's rank."""
-    expect_positive("r (rows of A)", A.shape[0])
-    return alpha / A.shape[0]
-
-
-def _check_adapter(w: np.ndarray, A: np.ndarray, B: np.ndarray) -> None:
-    """w: (out, in), A: (r, in), B: (out, r), all of w's float dtype."""
-    expect_float("w", w)
-    expect_ndim("w", w, 2)
-    expect_ndim("A", A, 2)
-    expect_positive("r (rows of A)", A.shape[0])
-    out_f, in_f = w.shape
-    r = A.shape[0]
-    expect_shape("A", A, (r, in_f))
-    expect_shape("B", B, (out_f, r))
-    expect_dtype("A", A, (str(w.dtype),))
-    expect_dtype("B", B, (str(w.dtype),))
-
-
-def lora_forward(x: np.ndarray, w: np.ndarray, b, A: np.ndarray, B: np.ndarray, alpha: float):
+def lora_linear_forward(
+    x: np.ndarray, w: np.ndarray, b, A: np.ndarray, B: np.ndarray, alpha: float
+):
     """x: (..., in), w: (out, in), b: (out,) or None, A: (r, in), B: (out, r) -> y: (..., out), cache."""
-    _check_adapter(w, A, B)
-    expect_float("x", x)
-    expect_dtype("x", x, (str(w.dtype),))
-    expect_dim("x", x, -1, w.shape[1], "in features of w")
-    if b is not None:
-        expect_shape("b", b, (w.shape[0],))
+    check_lora_linear(x, w, b, A, B)
     scale = lora_scale(A, alpha)
     h = x @ A.T  # (..., r): the input projected onto the adapter's r directions
     y = x @ w.T + scale * (h @ B.T)  # (..., out)
@@ -57,7 +27,7 @@ def lora_forward(x: np.ndarray, w: np.ndarray, b, A: np.ndarray, B: np.ndarray, 
     return y, (x, w, A, B, h, scale)
 
 
-def lora_backward(dy: np.ndarray, cache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def lora_linear_backward(dy: np.ndarray, cache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """dy: (..., out) -> (dx: (..., in), dA: (r, in), dB: (out, r)). W and b are frozen: no dW, db."""
     x, w, A, B, h, scale = cache
     expect_shape("dy", dy, (*x.shape[:-1], w.shape[0]))
@@ -74,11 +44,11 @@ def lora_backward(dy: np.ndarray, cache) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def lora_merge(w: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float) -> np.ndarray:
     """W' = W + (alpha / r) B A: one (out, in) weight that computes the adapted layer."""
-    _check_adapter(w, A, B)
+    check_lora_adapter(w, A, B)
     return w + lora_scale(A, alpha) * (B @ A)
 
 
 def lora_unmerge(w_merged: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float) -> np.ndarray:
     """W = W' - (alpha / r) B A: undo ``lora_merge`` (exact up to one rounding per element)."""
-    _check_adapter(w_merged, A, B)
+    check_lora_adapter(w_merged, A, B)
     return w_merged - lora_scale(A, alpha) * (B @ A)

@@ -17,31 +17,7 @@ Gradient: d loss_row / d x = softmax(x) - q, times the reduction's scale (1 or 1
 
 import numpy as np
 
-from myllm101.checks import expect_float, expect_int, expect_shape
-
-REDUCTIONS = ("mean", "sum")
-
-
-def _check_targets(targets: np.ndarray, num_classes: int, ignore_index: int) -> None:
-    """Every target is a class in [0, V) or ``ignore_index``; else name the first bad one."""
-    bad = (targets != ignore_index) & ((targets < 0) | (targets >= num_classes))
-    if np.any(bad):
-        raise ValueError(
-            f"targets: expected class indices in [0, {num_classes}) or ignore_index={ignore_index}, "
-            f"got {int(targets[bad][0])}"
-        )
-
-
-def _check_args(logits, targets, label_smoothing: float, reduction: str) -> None:
-    expect_float("logits", logits)
-    if len(logits.shape) == 0 or logits.shape[-1] == 0:
-        raise ValueError(f"logits: expected shape (..., V) with V >= 1, got {tuple(logits.shape)}")
-    expect_int("targets", targets)
-    expect_shape("targets", targets, logits.shape[:-1])
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
+from myllm101.checks import check_cross_entropy, check_targets, expect_shape
 
 
 def cross_entropy_forward(
@@ -52,11 +28,11 @@ def cross_entropy_forward(
     reduction: str = "mean",
 ):
     """logits: (..., V) float, targets: (...) int -> (loss: 0-d array in logits' dtype, cache)."""
-    _check_args(logits, targets, label_smoothing, reduction)
+    check_cross_entropy(logits, targets, label_smoothing, reduction)
     V = logits.shape[-1]
     x = logits.reshape(-1, V)  # (N, V): every leading axis is just more rows
     t = targets.reshape(-1)  # (N,)
-    _check_targets(t, V, ignore_index)
+    check_targets(t, V, ignore_index)
     keep = t != ignore_index  # (N,) rows that count
     t_safe = np.where(keep, t, 0)  # (N,) any valid index for the ignored rows; they get masked
     count = int(np.sum(keep))

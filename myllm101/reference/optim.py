@@ -22,7 +22,13 @@ import math
 
 import numpy as np
 
-from myllm101.checks import expect_float, expect_in_range, expect_positive, expect_same_shape
+from myllm101.checks import (
+    check_adamw_options,
+    check_sgd_options,
+    expect_float,
+    expect_positive,
+    expect_same_shape,
+)
 
 
 def _check_params(params: list[np.ndarray]) -> list[np.ndarray]:
@@ -55,9 +61,7 @@ class SGD:
         momentum: float = 0.0,
         weight_decay: float = 0.0,
     ):
-        expect_in_range("lr", lr, 0.0, math.inf)
-        expect_in_range("momentum", momentum, 0.0, math.inf)
-        expect_in_range("weight_decay", weight_decay, 0.0, math.inf)
+        check_sgd_options(lr, momentum, weight_decay)
         self.params = _check_params(params)
         self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
         self.momentum_buffers: list[np.ndarray | None] = [None] * len(self.params)
@@ -102,11 +106,7 @@ class AdamW:
         eps: float = 1e-8,
         weight_decay: float = 0.01,
     ):
-        expect_in_range("lr", lr, 0.0, math.inf)
-        expect_in_range("betas[0]", betas[0], 0.0, 1.0)
-        expect_in_range("betas[1]", betas[1], 0.0, 1.0)
-        expect_in_range("eps", eps, 0.0, math.inf)
-        expect_in_range("weight_decay", weight_decay, 0.0, math.inf)
+        check_adamw_options(lr, betas, eps, weight_decay)
         self.params = _check_params(params)
         self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
         self.t = 0  # steps taken so far

@@ -7,14 +7,12 @@ Unlike LayerNorm there is no mean subtraction and no bias: only the scale is nor
 
 import numpy as np
 
-from myllm101.checks import expect_float, expect_positive, expect_shape
+from myllm101.checks import check_rmsnorm, expect_shape
 
 
 def rmsnorm_forward(x: np.ndarray, weight: np.ndarray, eps: float = 1e-6):
     """x: (..., C), weight: (C,) -> y: (..., C), cache."""
-    expect_float("x", x)
-    expect_shape("weight", weight, (x.shape[-1],))
-    expect_positive("eps", eps)
+    check_rmsnorm(x, weight, eps)
     inv_rms = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)  # (..., 1)
     x_hat = x * inv_rms  # (..., C)
     y = x_hat * weight  # (..., C)

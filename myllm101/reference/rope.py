@@ -12,17 +12,10 @@ a vector's length, and q_p . k_s depends only on p - s: attention sees relative 
 import numpy as np
 
 from myllm101.checks import (
-    expect_float,
-    expect_ndim,
-    expect_positive,
-    expect_same_shape,
+    check_rope,
+    check_rope_frequencies,
     expect_shape,
 )
-
-
-def _expect_even_head_dim(head_dim: int) -> None:
-    if head_dim % 2 != 0:
-        raise ValueError(f"head_dim: expected an even size (RoPE rotates pairs), got {head_dim}")
 
 
 def rope_frequencies(head_dim: int, seq_len: int, theta: float = 10000.0, offset: int = 0):
@@ -30,12 +23,7 @@ def rope_frequencies(head_dim: int, seq_len: int, theta: float = 10000.0, offset
 
     offset > 0 is for KV-cache decoding: the new tokens sit after the ones already cached.
     """
-    expect_positive("head_dim", head_dim)
-    _expect_even_head_dim(head_dim)
-    expect_positive("seq_len", seq_len)
-    expect_positive("theta", theta)
-    if offset < 0:
-        raise ValueError(f"offset: expected a value >= 0, got {offset}")
+    check_rope_frequencies(head_dim, seq_len, theta, offset)
     inv_freq = theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # (D/2,)
     positions = np.arange(offset, offset + seq_len, dtype=np.float64)  # (T,)
     angles = positions[:, None] * inv_freq[None, :]  # (T, D/2)
@@ -51,12 +39,7 @@ def rotate_half(x: np.ndarray) -> np.ndarray:
 
 def rope_forward(x: np.ndarray, cos: np.ndarray, sin: np.ndarray):
     """x: (B, H, T, D), cos/sin: (T, D) -> y: (B, H, T, D) in x's dtype, cache."""
-    expect_float("x", x)
-    expect_ndim("x", x, 4)
-    _, _, T, D = x.shape
-    _expect_even_head_dim(D)
-    expect_shape("cos", cos, (T, D))
-    expect_same_shape("cos", cos, "sin", sin)
+    check_rope(x, cos, sin)
     cos, sin = cos.astype(x.dtype, copy=False), sin.astype(x.dtype, copy=False)  # keep x's dtype
     y = x * cos + rotate_half(x) * sin  # (B, H, T, D); cos/sin broadcast over B, H
     return y, (cos, sin, x.shape)

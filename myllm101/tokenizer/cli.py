@@ -34,20 +34,6 @@ BACKGROUNDS = ("\x1b[30;46m", "\x1b[30;43m", "\x1b[30;42m", "\x1b[30;45m")
 RESET = "\x1b[0m"
 
 
-def load_any(spec: str, impl: str):
-    """A pretrained name (gpt2, cl100k_base, o200k_base) or a directory made by ``train``."""
-    from myllm101.tokenizer.formats import load_tokenizer
-    from myllm101.tokenizer.pretrained import PRETRAINED, load_pretrained
-
-    if spec in PRETRAINED:
-        return load_pretrained(spec, impl)
-    if not Path(spec).exists():
-        raise ValueError(
-            f"--tokenizer: expected one of {sorted(PRETRAINED)} or a tokenizer directory, got {spec!r}"
-        )
-    return load_tokenizer(spec, impl)
-
-
 def read_input(path: str, errors: str = "strict") -> str:
     """The exact text of ``path`` (or stdin for "-"): bytes decoded as UTF-8, ``\\r\\n``, lone
     ``\\r``, a BOM and NULs kept; invalid UTF-8 is a ValueError naming the byte offset (with a hint
@@ -145,6 +131,8 @@ def _impl_module(impl: str):
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    from myllm101.tokenizer.pretrained import load_any
+
     tok = load_any(args.tokenizer, args.impl)
     text = read_input(args.file, args.errors)
     ids = (
@@ -155,6 +143,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    from myllm101.tokenizer.pretrained import load_any
+
     tok = load_any(args.tokenizer, args.impl)
     raw = read_input(args.file)
     try:
@@ -188,6 +178,8 @@ def render_tokens(tok, ids: list[int], color: bool = True) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from myllm101.tokenizer.pretrained import load_any
+
     tok = load_any(args.tokenizer, args.impl)
     text = read_input("-", args.errors) if args.text == "-" else args.text
     ids = (

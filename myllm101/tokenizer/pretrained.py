@@ -279,3 +279,17 @@ def load_pretrained(name: str, impl: str = "fast"):
     ranks = load_ranks(name)  # validates the name
     spec = PRETRAINED[name]
     return classes[impl](ranks, SPLIT_PATTERNS[name], dict(spec.special_tokens), name=name)
+
+
+def load_any(spec: str, impl: str = "fast"):
+    """A pretrained name (gpt2, cl100k_base, o200k_base) or a directory made by ``tokenizer
+    train`` (or a run's export): what ``--tokenizer`` takes, in the CLI and in a TrainConfig."""
+    from myllm101.tokenizer.formats import load_tokenizer
+
+    if spec in PRETRAINED:
+        return load_pretrained(spec, impl)
+    if not Path(spec).exists():
+        raise ValueError(
+            f"--tokenizer: expected one of {sorted(PRETRAINED)} or a tokenizer directory, got {spec!r}"
+        )
+    return load_tokenizer(spec, impl)

@@ -1,4 +1,5 @@
-"""Checkpoint directories: one format for resuming, sampling and (later) the hub.
+"""Checkpoint and model directories: one format for resuming a run and for loading a trained
+model (``load_model``: ``myllm101 sample``, the post-training samples, your own code).
 
     RUN_DIR/checkpoints/step_000500/    every save_interval steps (the last ``keep_last`` kept)
     RUN_DIR/best/                       the lowest validation loss so far
@@ -27,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -35,12 +37,16 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from myllm101.config import build_model, config_from_dict
+
 MANIFEST = "manifest.json"
 # temp names in a run directory: distinctive, so clean_interrupted_saves only ever touches ours
 TMP_PREFIX = ".myllm101-tmp-"  # being written: deleted after a crash
 OLD_PREFIX = ".myllm101-old-"  # moved aside while its replacement is renamed in
 MODEL_FILES = ("config.json", "model.safetensors")  # every model directory's manifest lists these
 TOKENIZER_FILE = "myllm101_tokenizer.json"  # = tokenizer.formats.FILENAME (listed when present)
+# GPT's attention weights as older myllm101 versions named them (before GPT-2's c_attn / c_proj)
+OLD_GPT_ATTENTION = re.compile(r"h\.\d+\.attn\.[qkvo]_proj\.(weight|bias)")
 
 
 def _sha256(path: Path) -> str:
@@ -215,8 +221,6 @@ def _check_manifest_entries(mpath: Path, files) -> None:
 
 def read_config(directory) -> tuple[object, dict | None]:
     """-> (model config, train config dict or None) from ``directory/config.json``."""
-    from myllm101.config import config_from_dict
-
     path = Path(directory) / "config.json"
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
@@ -246,6 +250,14 @@ def load_weights(model: torch.nn.Module, directory) -> None:
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{path}: cannot read the weights ({e})") from None
     expected = model.state_dict()
+    old = sorted(k for k in tensors if OLD_GPT_ATTENTION.fullmatch(k) and k not in expected)
+    if old:
+        raise ValueError(
+            f"{path}: {old[0]} is a GPT weight name of an older myllm101; GPT now uses GPT-2's "
+            f"names: attn.c_attn holds the q_proj, k_proj and v_proj weights stacked by rows (in "
+            f"that order, biases likewise) and attn.o_proj is attn.c_proj. Retrain, or load the "
+            f"old tensors, rename them so and save the model again"
+        )
     for key, t in tensors.items():
         if key in expected and tuple(t.shape) != tuple(expected[key].shape):
             raise ValueError(
@@ -358,7 +370,6 @@ def load_model(path, device="cpu"):
     """-> (model in eval mode, tokenizer or None, model config) from a model or run directory,
     after checking every model file against the directory's manifest.json."""
     from myllm101.tokenizer.formats import FILENAME, load_tokenizer
-    from myllm101.train.trainer import build_model
 
     directory = resolve_model_dir(path)
     verify_model_dir(directory)

@@ -227,7 +227,8 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
 
 
 def main(argv: list[str] | None = None) -> int:
-    """These commands on their own (tests, and `make demo` until cli.py wires them in)."""
+    """``train`` / ``plot`` / ``sample`` on their own, for tests; the ``myllm101`` command (and so
+    ``make demo``) reaches them through ``add_subparsers`` in myllm101/cli.py."""
     parser = argparse.ArgumentParser(prog="myllm101")
     add_subparsers(parser.add_subparsers(dest="command", required=True))
     args = parse_args(parser, argv)

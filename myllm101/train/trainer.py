@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from myllm101.config import config_from_dict, get_preset
+from myllm101.config import build_model, config_from_dict, get_preset
 from myllm101.data.batches import SAMPLERS, SequentialWindows
 from myllm101.data.mlm import MLMBatches, bert_specials
-from myllm101.device import choose_train_dtype, hardware
+from myllm101.device import choose_train_dtype, hardware, matmul_peak_flops
 from myllm101.fast.optim import make_adamw, param_groups
 from myllm101.train import checkpoint as ckpt
 from myllm101.train import distributed as dist
@@ -67,20 +67,6 @@ class TrainingDiverged(ValueError):
         self.summary = summary or {}
 
 
-def build_model(model_cfg) -> torch.nn.Module:
-    if model_cfg.model_type == "gpt":
-        from myllm101.fast.gpt import GPT
-
-        return GPT(model_cfg)
-    if model_cfg.model_type == "llama":
-        from myllm101.fast.llama import Llama
-
-        return Llama(model_cfg)
-    from myllm101.fast.bert import Bert
-
-    return Bert(model_cfg)
-
-
 def resolve_model_config(spec: dict, vocab_needed: int, seq_len: int, pad_id: int | None = None):
     """The model config of ``spec`` ({"preset": name, ...} or {"model_type": ...}); a missing
     vocab_size is ``vocab_needed`` (the tokenizer's, plus BERT's 4 specials)."""
@@ -101,25 +87,6 @@ def resolve_model_config(spec: dict, vocab_needed: int, seq_len: int, pad_id: in
     if cfg.block_size < seq_len:
         raise ValueError(f"seq_len: expected <= model.block_size={cfg.block_size}, got {seq_len}")
     return cfg
-
-
-def measure_matmul_flops(device: torch.device, dtype: torch.dtype) -> float:
-    """Peak-ish FLOP/s of this device for the MFU estimate: the fastest of a few square
-    ``torch.mm`` calls (a peak is a maximum; single timings catch clock ramp-up and other work)."""
-    n = 2048 if device.type == "cuda" else 512 if dtype == torch.float64 else 1024
-    g = torch.Generator(device).manual_seed(0)  # its own RNG: the training RNG stays untouched
-    a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
-    b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    torch.mm(a, b)
-    sync()
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
 
 
 def _boundary_ids(tokenizer) -> list[int]:
@@ -181,7 +148,7 @@ class Trainer:
                 val_tokens if val_tokens is not None else train_tokens
             )
         from myllm101.data.tokens import tokenize_splits
-        from myllm101.tokenizer.cli import load_any
+        from myllm101.tokenizer.pretrained import load_any
 
         cfg = self.cfg
         self.tokenizer = (
@@ -479,7 +446,7 @@ class Trainer:
         if main and cfg.progress:
             print(f"precision: {self.dtype_kind} ({self.precision.reason}); "
                   f"{self.hardware}", file=sys.stderr)  # fmt: skip
-        peak = measure_matmul_flops(self.device, self.autocast_dtype or self.param_dtype)
+        peak = matmul_peak_flops(self.device, self.autocast_dtype or self.param_dtype)
         mc = self.model_cfg
         flops_per_token = train_flops_per_token(self.n_matmul, mc.n_layer, mc.n_embd, cfg.seq_len)
         from tqdm.auto import tqdm

@@ -56,8 +56,10 @@ def _run(fn, q, k, v, dout, mask, dtype, **kw):
 
 
 def _reference(q, k, v, dout, mask, causal, scale=None):
-    out, cache = ref.sdpa_forward(q, k, v, causal=causal, key_padding_mask=mask, scale=scale)
-    return (out, *ref.sdpa_backward(dout, cache))
+    out, cache = ref.scaled_dot_product_attention_forward(
+        q, k, v, causal=causal, key_padding_mask=mask, scale=scale
+    )
+    return (out, *ref.scaled_dot_product_attention_backward(dout, cache))
 
 
 NAMES = ("out", "dq", "dk", "dv")
@@ -140,7 +142,7 @@ def test_bad_input_names_expected_and_given():
     q = torch.zeros(1, 4, 3, 8, device=DEVICE)
     k = torch.zeros(1, 2, 5, 8, device=DEVICE)
     with pytest.raises(
-        ValueError, match="q: expected dtype float32 or bfloat16 or float16, got float64"
+        ValueError, match="q: expected dtype float16 or bfloat16 or float32, got float64"
     ):
         kern.flash_attention(q.double(), k.double(), k.double())
     with pytest.raises(ValueError, match=r"k: expected shape \(1, \*, \*, 8\), got \(1, 2, 5, 7\)"):

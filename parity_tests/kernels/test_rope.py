@@ -1,4 +1,5 @@
-"""RoPE kernel == reference (float64 NumPy) == fast (eager PyTorch): forward, backward, in place."""
+"""RoPE kernel == reference (float64 NumPy) == fast (eager PyTorch): forward and backward, with
+(T, D) tables and per-row (B, 1, T, D) ones."""
 
 import numpy as np
 import pytest
@@ -69,34 +70,26 @@ def test_backward_is_rotation_by_minus_theta():
     assert_close(back, x, name="R(-theta) R(theta) x", rtol=1e-5, atol=1e-6)
 
 
-def test_in_place():
-    B, H, T, D = 1, 2, 33, 10
-    x = torch.randn(B, H, T, D, device=DEVICE)
-    cos, sin = fast.rope_frequencies(D, T, device=DEVICE)
-    expected = fast.apply_rope(x, cos, sin, kernels="off")
-    buf = x.clone()
-    out = kern.apply_rope(buf, cos, sin, inplace=True)
-    assert out.data_ptr() == buf.data_ptr()
-    assert_close(buf, expected, name="y written in place", **F32)
-
-    # inside a graph: x is an intermediate (not a leaf), so rotating it in place is allowed
-    a = torch.randn(B, H, T, D, device=DEVICE, requires_grad=True)
-    dy = torch.randn(B, H, T, D, device=DEVICE)
-    (da_in_place,) = torch.autograd.grad(kern.apply_rope(a * 2, cos, sin, inplace=True), a, dy)
-    (da_copy,) = torch.autograd.grad(kern.apply_rope(a * 2, cos, sin), a, dy)
-    assert_close(da_in_place, da_copy, name="grad through the in-place rotation", rtol=0, atol=0)
-
-    # a leaf that requires grad cannot be overwritten: autograd refuses, nothing is silently wrong
-    before = a.detach().clone()
-    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
-        kern.apply_rope(a, cos, sin, inplace=True)
-    assert torch.equal(a.detach(), before), "the refused call must not have written into a"
-    # x needed by another op's backward: the version counter catches the overwrite
-    h = a * 1.0
-    z = h * h  # mul saves h for its backward
-    kern.apply_rope(h, cos, sin, inplace=True)
-    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
-        z.sum().backward()
+def test_per_row_tables_match_reference_row_by_row():
+    # (B, 1, T, D) tables: each batch row has its own positions (a left-padded batch)
+    B, H, T, D = 3, 2, 7, 10
+    rng = np.random.default_rng(3)
+    x, dy = rng_array(rng, (B, H, T, D)), rng_array(rng, (B, H, T, D))
+    positions = [[0, 1, 2, 3, 4, 5, 6], [0, 0, 0, 1, 2, 3, 4], [9, 10, 11, 12, 13, 14, 15]]
+    cos_all, sin_all = ref.rope_frequencies(D, 16)
+    cos, sin = cos_all[positions][:, None], sin_all[positions][:, None]  # (B, 1, T, D)
+    y, dx = _kernel(x, cos, sin, dy, torch.float32, transposed=True)
+    for b in range(B):
+        y_ref, cache = ref.rope_forward(x[b : b + 1], cos[b, 0], sin[b, 0])
+        assert_close(y[b : b + 1], y_ref, name=f"y row {b} vs reference", **F32)
+        dx_ref = ref.rope_backward(dy[b : b + 1], cache)
+        assert_close(dx[b : b + 1], dx_ref, name=f"dx row {b} vs reference", **F32)
+    xf = torch.tensor(x, dtype=torch.float32, requires_grad=True)
+    c32, s32 = torch.tensor(cos, dtype=torch.float32), torch.tensor(sin, dtype=torch.float32)
+    yf = fast.apply_rope(xf, c32, s32, kernels="off")
+    (dxf,) = torch.autograd.grad(yf, xf, torch.tensor(dy, dtype=torch.float32))
+    assert_close(y, yf, name="y vs fast", **F32)
+    assert_close(dx, dxf, name="dx vs fast", **F32)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -134,6 +127,16 @@ def test_fast_dispatch_on_runs_the_kernel(monkeypatch):
     assert calls == [1, 1]
     assert_close(qk, qe, name="q kernel vs eager", **F32)
     assert_close(kk, ke, name="k kernel vs eager", **F32)
+    # positions per row (left padding) take the same one path: the kernel, with gathered tables
+    rot.kernels = "on"
+    pos = torch.tensor([[0, 0, 0, 1, 2, 3, 4], [5, 6, 7, 8, 9, 10, 11]], device=DEVICE)
+    q2, k2 = torch.randn(2, 4, 7, 10, device=DEVICE), torch.randn(2, 2, 7, 10, device=DEVICE)
+    qk, kk = rot(q2, k2, position_ids=pos)
+    assert calls == [1, 1, 1, 1]
+    rot.kernels = "off"
+    qe, ke = rot(q2, k2, position_ids=pos)
+    assert_close(qk, qe, name="q kernel vs eager, position_ids", **F32)
+    assert_close(kk, ke, name="k kernel vs eager, position_ids", **F32)
 
 
 def test_bad_input():
@@ -147,5 +150,7 @@ def test_bad_input():
         kern.apply_rope(x[..., :3], cos[:, :3], sin[:, :3])
     with pytest.raises(ValueError, match=r"cos: expected shape \(3, 4\), got \(2, 4\)"):
         kern.apply_rope(x, cos[:2], sin[:2])
+    with pytest.raises(ValueError, match=r"cos: expected shape \(1, 1, 3, 4\), got \(2, 1, 3, 4\)"):
+        kern.apply_rope(x, cos.expand(2, 1, 3, 4), sin.expand(2, 1, 3, 4))
     with pytest.raises(ValueError, match=r"cos and sin must have the same shape"):
         kern.apply_rope(x, cos, sin[:, None])

@@ -1,0 +1,123 @@
+"""Pieces the three fast models (gpt.py, llama.py, bert.py) share; the reference twin is
+``reference/blocks.py``.
+
+    ModelOutput(logits, loss)          what every model's forward returns (also unpacks as a pair)
+    check_model_inputs(cfg, ids, ...)  ids / mask / labels / position_ids against the config and
+                                       the KV cache; returns the number of cached tokens
+    residual(x)                        embeddings entering the residual stream, in float32
+    run_blocks(model, blocks, x, ...)  x through every block (gradient checkpointing if asked)
+    run_blocks_cached(...)             the same, reading and extending a KV cache
+    causal_lm_loss(logits, labels)     next-token cross-entropy (labels shifted inside)
+    init_gpt2_(model, n_layer, names)  the GPT-2 / nanoGPT initialization, in place
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from myllm101.checks import expect_int, expect_ndim, expect_shape
+from myllm101.fast.embedding import check_ids
+from myllm101.fast.loss import cross_entropy
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # (B, T, V) for language models, (B, num_labels) for classification
+    loss: torch.Tensor | None = None  # scalar, when labels were given
+
+    def __iter__(self):  # logits, loss = model(...) also works
+        return iter((self.logits, self.loss))
+
+
+def check_model_inputs(
+    cfg, input_ids, attention_mask=None, labels=None, kv_cache=None, position_ids=None
+) -> int:
+    """ids: (B, T) ints in [0, vocab_size), past + T <= block_size; labels (B, T);
+    attention_mask (B, past + T) (it covers the cached tokens too); position_ids (B, T).
+    Returns past, the number of tokens already in ``kv_cache`` (0 without one)."""
+    expect_int("input_ids", input_ids)
+    expect_ndim("input_ids", input_ids, 2)
+    B, T = input_ids.shape
+    past_length = cache_length(kv_cache, B)
+    if past_length + T > cfg.block_size:
+        cached = f" ({past_length} cached + {T} new)" if past_length else ""
+        raise ValueError(
+            f"input_ids: expected a sequence length <= block_size={cfg.block_size}, "
+            f"got {past_length + T}{cached}"
+        )
+    check_ids(input_ids, cfg.vocab_size)  # skipped inside torch.compile (data-dependent)
+    if attention_mask is not None:
+        expect_shape("attention_mask", attention_mask, (B, past_length + T))
+    if labels is not None:
+        expect_int("labels", labels)
+    if position_ids is not None:
+        expect_int("position_ids", position_ids)
+        expect_shape("position_ids", position_ids, (B, T))
+    return past_length
+
+
+def cache_length(kv_cache, batch_size: int) -> int:
+    """Tokens already in ``kv_cache`` (0 without one); checks its batch size."""
+    if kv_cache is None:
+        return 0
+    if kv_cache.batch_size != batch_size:
+        raise ValueError(
+            f"kv_cache: expected batch size {batch_size} (input_ids rows), "
+            f"got {kv_cache.batch_size}"
+        )
+    return kv_cache.length
+
+
+def residual(x: torch.Tensor) -> torch.Tensor:
+    """Embeddings entering the residual stream: bf16/fp16 -> float32, wider dtypes unchanged.
+
+    A model cast to bf16 keeps its weights (and so its GEMMs, via fast/linear.py) in bf16, but
+    sums the residual stream, and so runs every norm, in float32: each layer's update is added
+    without a bf16 rounding of the running sum (transformers rounds it at every layer), for a few
+    elementwise ops per layer. Under autocast the embeddings are float32 already.
+    """
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
+def run_blocks_cached(blocks: nn.ModuleList, x: torch.Tensor, mask, kv_cache, *args):
+    """x through every block, block i reading and extending layer i of ``kv_cache``; then the
+    cache's length moves past the T new tokens. No checkpointing: a cache is for inference."""
+    for i, block in enumerate(blocks):
+        x = block(x, mask, kv_cache.layer(i), *args)
+    kv_cache.advance(x.shape[1])
+    return x
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Position t predicts labels[t + 1]; -100 is ignored. logits (B, T, V), labels (B, T)."""
+    expect_shape("labels", labels, logits.shape[:2])
+    V = logits.shape[-1]
+    return cross_entropy(
+        logits[:, :-1].reshape(-1, V), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+
+
+def run_blocks(model: nn.Module, blocks: nn.ModuleList, x: torch.Tensor, *args) -> torch.Tensor:
+    """x through every block; with ``model.gradient_checkpointing`` (and training), each block's
+    activations are dropped after forward and recomputed in backward: memory for compute."""
+    use_ckpt = model.gradient_checkpointing and model.training and torch.is_grad_enabled()
+    for block in blocks:
+        x = checkpoint(block, x, *args, use_reentrant=False) if use_ckpt else block(x, *args)
+    return x
+
+
+def init_gpt2_(model: nn.Module, n_layer: int, residual_names: tuple[str, ...]) -> None:
+    """GPT-2 init in place: N(0, 0.02) weights and embeddings, zero biases, norms untouched
+    (ones), residual-stream projections N(0, 0.02 / sqrt(2 * n_layer))."""
+    for name, p in model.named_parameters():
+        if p.dim() < 2:
+            if name.endswith(".bias"):
+                nn.init.zeros_(p)
+            continue
+        std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(residual_names) else 0.02
+        nn.init.normal_(p, mean=0.0, std=std)
