@@ -15,8 +15,11 @@ baseline):
   KV cache (transformers' ``generate(do_sample=False, min_new_tokens=64)``, ours
   ``fast.generate.generate``); count = new tokens (the time includes the short prompt's prefill).
 - "smollm2 load": model + tokenizer from the GGUF (dequantized to float32 on both sides).
-- "minilm embed": 64 varied sentences in batches of 32, ours (fast) vs ``SentenceTransformer``
-  on the same local directory; tokenization included on both sides.
+- "minilm embed": 256 sentences of 10-30 words from data/shakespeare/train.txt in corpus order
+  (unsorted), batch 32, ``SentenceTransformer.encode`` on the same local directory vs our
+  ``embed`` in fp32 (``ours-fp32``), with ``dtype="auto"`` (bf16 where native: ``ours-auto``),
+  and fp32 batched in the given order as before length sorting (``ours-fp32-input-order``, one
+  ``embed()`` call per 32 sentences); tokenization included on both sides.
 
 transformers' model is built the way parity_tests/test_smollm2.py builds it: transformers' own
 config, GGUF dequantization and q/k un-permutation, in float32. ``from_pretrained(gguf_file=...)``
@@ -24,7 +27,7 @@ does the same but needs ``accelerate`` (not installed); its GGUF default dtype i
 is very slow on this CPU, hence float32 (as ``dtype=torch.float32`` would give).
 
 The "smoke" ids run the same code on the real models with a handful of tokens (prompt 8, 4 new
-tokens, 4 sentences) in their own "... smoke" groups (tests/test_hub_bench_smoke.py runs them);
+tokens, 8 generated sentences) in their own "... smoke" groups (tests/test_hub_bench_smoke.py runs them);
 the load group has none.
 Every model is loaded once per module (fixtures), except in the load group.
 """
@@ -32,14 +35,19 @@ Every model is loaded once per module (fixtures), except in the load group.
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from benchmarks.memory import peak_torch_mb
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PREFILL_TEXT = (
     "Transformers process a sequence of tokens in parallel: every position attends to all "
@@ -69,8 +77,8 @@ SENTENCES = [
 ]
 
 SIZES = {  # name -> (prefill prompt tokens, new tokens, sentences, rounds: prefill, decode, embed)
-    "": (128, 64, 64, (5, 3, 5)),
-    "smoke": (8, 4, 4, (2, 2, 2)),
+    "": (128, 64, 256, (5, 3, 5)),
+    "smoke": (8, 4, 8, (2, 2, 2)),
 }
 SIZE_IDS = [pytest.param(s, id=s or "full") for s in SIZES]
 SMOLLM2_IMPLS = ("transformers-fp32", "ours-fp32", "ours-bf16")
@@ -240,6 +248,31 @@ def test_smollm2_decode(benchmark, smollm2, size, impl):
 
 # ---- MiniLM sentence embeddings ----------------------------------------------------------------
 
+TRAIN_TXT = ROOT / "data/shakespeare/train.txt"
+EMBED_TARGET = (
+    "target: ours >= 1.1x sentence-transformers' sentences/s on unsorted input (batch 32)"
+)
+EMBED_GOALS = [dict(impls=["ours-fp32", "ours-auto"], metric="ratio", op=">=", value=1.1)]
+EMBED_IMPLS = ("sentence-transformers", "ours-fp32", "ours-auto", "ours-fp32-input-order")
+
+
+@functools.cache
+def shakespeare_sentences(n: int, lo: int = 10, hi: int = 30) -> list[str]:
+    """``n`` sentences of ``lo``..``hi`` words from train.txt, in corpus order (unsorted): the text
+    is cut after ". ", "! ", "? " and at blank lines, whitespace collapsed, and ``n`` of the
+    sentences of the right length are taken at evenly spaced indices (the same ones every run)."""
+    if not TRAIN_TXT.exists():
+        pytest.skip("data/shakespeare/train.txt missing: run `make data`")
+    pieces = re.split(r"(?<=[.!?])\s+|\n\s*\n", TRAIN_TXT.read_text(encoding="utf-8"))
+    fits = [" ".join(w) for w in (p.split() for p in pieces) if lo <= len(w) <= hi]
+    assert len(fits) >= n, (len(fits), n)
+    return [fits[i * len(fits) // n] for i in range(n)]
+
+
+def embed_sentences(size: str, n: int) -> list[str]:
+    """full: ``n`` Shakespeare sentences of 10-30 words; smoke: the first ``n`` generated ones."""
+    return shakespeare_sentences(n) if size == "" else SENTENCES[:n]
+
 
 @pytest.fixture(scope="module")
 def minilm():
@@ -256,33 +289,68 @@ def minilm():
     return st.SentenceTransformer(str(directory), device="cpu")
 
 
-@pytest.mark.parametrize("impl", ["sentence-transformers", "ours"])
+def _token_counts(sentences: list[str], batch: int) -> tuple[int, int, int]:
+    """(real tokens, tokens after padding in input-order batches, after length-sorted ones)."""
+    from myllm101.hub.embed import length_sorted_batches, load_embedder
+
+    _, tok, max_len = load_embedder("minilm", "fast")
+    n = [len(tok.encode(s, max_length=max_len, truncation=True)["input_ids"]) for s in sentences]
+    in_order = sum(max(n[i : i + batch]) * len(n[i : i + batch]) for i in range(0, len(n), batch))
+    by_length = sum(max(n[i] for i in b) * len(b) for b in length_sorted_batches(n, batch))
+    return sum(n), in_order, by_length
+
+
+@pytest.mark.parametrize("impl", EMBED_IMPLS)
 @pytest.mark.parametrize("size", SIZE_IDS)
 def test_minilm_embed(benchmark, minilm, size, impl):
+    from myllm101.device import choose_inference_dtype
     from myllm101.hub.embed import embed
 
     _, _, n, (_, _, rounds) = SIZES[size]
-    sentences, batch = SENTENCES[:n], 32
-    if impl == "ours":
-        run = lambda: embed(sentences, model="minilm", impl="fast", batch_size=batch)
-    else:
+    sentences, batch = embed_sentences(size, n), 32
+    dtype = "auto" if impl == "ours-auto" else "fp32"
+    if impl == "sentence-transformers":
         run = lambda: minilm.encode(
             sentences, batch_size=batch, convert_to_numpy=True, normalize_embeddings=True
         )
+    elif impl == "ours-fp32-input-order":  # before length sorting: one embed() call per batch
+        run = lambda: np.concatenate([
+            embed(sentences[i : i + batch], batch_size=batch, dtype="fp32")
+            for i in range(0, len(sentences), batch)
+        ])  # fmt: skip
+    else:
+        run = lambda: embed(sentences, model="minilm", impl="fast", batch_size=batch, dtype=dtype)
     vectors = run()  # warm-up
     expected = minilm.encode(sentences, batch_size=batch, normalize_embeddings=True)
-    assert np.sum(vectors * expected, axis=1).min() > 0.9999  # the same embeddings
+    chosen = choose_inference_dtype(dtype)
+    # the same embeddings: fp32 to 1e-4 in cosine; bf16 to 1e-3 (tests/test_embed_batching.py)
+    assert np.sum(vectors * expected, axis=1).min() > (0.999 if chosen.value == "bf16" else 0.9999)
     peak = _peak_mb(run)
     benchmark.group = _group("minilm embed", size)
     benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=0)
-    lengths = [len(s.split()) for s in sentences]
+    words = [len(s.split()) for s in sentences]
+    real, in_order, by_length = _token_counts(sentences, batch)
+    padded = in_order if impl == "ours-fp32-input-order" else by_length
+    if impl == "sentence-transformers":
+        padded = None  # its own batching: sorted by characters, not tokens
+    how = {
+        "sentence-transformers": "SentenceTransformer.encode (sorts by characters itself)",
+        "ours-fp32": "embed(dtype='fp32'): batches sorted by token count",
+        "ours-auto": f"embed(dtype='auto') -> {chosen.value}",
+        "ours-fp32-input-order": "fp32, batches in the given order (embed() per 32 sentences)",
+    }[impl]
     benchmark.extra_info.update(
         component="minilm-embed", size=size or "full", impl=impl,
-        mode=f"encode + mean pool + normalize, batch {batch}",
-        shape=f"sentences={n} words={min(lengths)}..{max(lengths)} batch={batch} L=6 C=384",
-        baseline=impl == "sentence-transformers", count=n, unit="sentences", peak_mb=peak,
-        note="all-MiniLM-L6-v2 from the same local directory; tokenization included on both "
-        "sides (peak MB counts torch tensors only)",
+        mode=how,
+        shape=f"sentences={len(sentences)} words={min(words)}..{max(words)} tokens={real} "
+        f"batch={batch} L=6 C=384",
+        padded_tokens=padded, baseline=impl == "sentence-transformers", count=len(sentences),
+        unit="sentences", peak_mb=peak, dtype=chosen.value, target=EMBED_TARGET, goals=EMBED_GOALS,
+        note="all-MiniLM-L6-v2 from the same local directory: tokenize + encode + mean pool + "
+        f"normalize, batch {batch}; unsorted input "
+        f"({'generated sentences' if size else 'train.txt order'}); tokens after padding: "
+        f"{in_order} in input-order batches, {by_length} length-sorted, {real} real; dtype auto "
+        f"here: {choose_inference_dtype('auto').reason} (peak MB counts torch tensors only)",
         loadavg=os.getloadavg()[0],
     )  # fmt: skip
 

@@ -64,7 +64,9 @@ def expected():
 @pytest.mark.parametrize("impl", ["fast", "reference"])
 def test_embeddings_match_sentence_transformers(expected, impl):
     # the reference in batches of 4: the 256-token sentence pads fewer short ones (NumPy is slow)
-    ours = embed(SENTENCES, model="minilm", impl=impl, batch_size=8 if impl == "fast" else 4)
+    # dtype fp32: the default "auto" is bf16 where bf16 is native (tests/test_embed_batching.py)
+    ours = embed(SENTENCES, model="minilm", impl=impl, batch_size=8 if impl == "fast" else 4,
+                 dtype="fp32")  # fmt: skip
     assert ours.shape == (len(SENTENCES), 384) and ours.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
     assert_close(ours, expected, rtol=0.0, atol=1e-5, name=f"{impl} embeddings")

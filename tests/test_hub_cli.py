@@ -21,6 +21,20 @@ def test_embed_texts_print_one_json_list(capsys):
     np.testing.assert_allclose(vectors, embed(["a cat", "a dog"]), atol=1e-6)
 
 
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_embed_dtype_auto_follows_the_hardware(capsys, monkeypatch, native):
+    monkeypatch.setenv("MYLLM101_NATIVE_BF16", native)
+    expected = "bf16" if native == "1" else "fp32"
+    assert cli.run(["embed", "a cat", "a much longer sentence about a dog"]) == 0
+    out = capsys.readouterr()
+    assert f"dtype: {expected} (auto: " in out.err
+    vectors = np.array(json.loads(out.out))
+    want = embed(["a cat", "a much longer sentence about a dog"], dtype=expected)
+    np.testing.assert_allclose(vectors, want, atol=1e-6)  # the JSON keeps 7 decimals
+    assert cli.run(["embed", "--dtype", "fp32", "a cat"]) == 0
+    assert "dtype: fp32 (requested dtype fp32)" in capsys.readouterr().err
+
+
 def test_embed_reads_stdin_lines(capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("first line\nsecond line\n"))
     assert cli.run(["embed"]) == 0

@@ -1,7 +1,7 @@
 """``myllm101 embed`` and ``myllm101 generate --model smollm2``: shipped pretrained models.
 
-    myllm101 embed --model minilm [--impl fast|reference] [TEXT ...]    (no TEXT: one per stdin line)
-        -> one JSON list of vectors (384 floats each, unit length)
+    myllm101 embed --model minilm [--impl fast|reference] [--dtype auto|fp32|bf16] [TEXT ...]
+        -> one JSON list of vectors (384 floats each, unit length); no TEXT: one per stdin line
     myllm101 generate --model smollm2 [--chat] [--max-new-tokens N] [--temperature 0] PROMPT
         -> the generated text (greedy at temperature 0)
 
@@ -37,7 +37,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     texts = args.texts or stdin_lines()
     if not texts:
         raise ValueError("embed: expected TEXT arguments or lines on stdin, got none")
-    vectors = embed(texts, model=args.model, impl=args.impl)
+    if args.impl == "fast":
+        from myllm101.device import choose_inference_dtype
+
+        choice = choose_inference_dtype(args.dtype)
+        print(f"dtype: {choice.value} ({choice.reason})", file=sys.stderr)
+    vectors = embed(texts, model=args.model, impl=args.impl, dtype=args.dtype)
     print(json.dumps([[round(float(x), 7) for x in v] for v in vectors]))
     return 0
 
@@ -69,6 +74,9 @@ def add_subparsers(subparsers) -> None:
     p = subparsers.add_parser("embed", help="sentence embeddings (MiniLM) as JSON")
     p.add_argument("--model", choices=("minilm",), default="minilm")
     p.add_argument("--impl", choices=("fast", "reference"), default="fast")
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="weights' dtype (--impl fast); auto: bf16 where this CPU runs it "
+                   "natively, else fp32 (fp32 matches sentence-transformers within 1e-5)")  # fmt: skip
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts (default: stdin lines)")
     p.set_defaults(func=guarded(cmd_embed))
 
