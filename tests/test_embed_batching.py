@@ -31,8 +31,8 @@ from myllm101.hub.embed import (
     load_embedder,
     mean_pool_normalize,
     model_dir,
-    pad_batch,
 )
+from myllm101.reference.data import pad_to_longest
 from parity_tests.helpers import assert_close
 
 ATOL_FP32 = 1e-6
@@ -82,7 +82,7 @@ def input_order_batches(texts: list[str], batch_size: int, mask_padding: bool = 
     for s in range(0, len(texts), batch_size):
         rows = [tokenizer.encode(t, max_length=max_len, truncation=True)["input_ids"]
                 for t in texts[s : s + batch_size]]  # fmt: skip
-        ids, mask = pad_batch(rows, tokenizer.pad_id)
+        ids, mask = pad_to_longest(rows, tokenizer.pad_id)
         with torch.inference_mode():
             m = torch.from_numpy(mask) if mask_padding else None
             h = net.encode(torch.from_numpy(ids), m).numpy()  # (B, T, C)
@@ -90,11 +90,11 @@ def input_order_batches(texts: list[str], batch_size: int, mask_padding: bool = 
     return np.concatenate(out)
 
 
-def test_length_sorted_batches_and_pad_batch():
+def test_length_sorted_batches_and_pad_to_longest():
     assert length_sorted_batches([3, 9, 5, 9], 2) == [[1, 3], [2, 0]]
     assert length_sorted_batches([4, 4, 4], 2) == [[0, 1], [2]]  # stable
     assert length_sorted_batches([], 8) == []
-    ids, mask = pad_batch([[5, 6, 7], [5, 6]], pad_id=0)
+    ids, mask = pad_to_longest([[5, 6, 7], [5, 6]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [5, 6, 0]] and mask.tolist() == [[1, 1, 1], [1, 1, 0]]
     assert ids.dtype == mask.dtype == np.int64
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from myllm101.checks import expect_str
+from myllm101.reference.data import pad_to_longest
 
 IMPLS = ("fast", "reference")
 DTYPES = ("auto", "fp32", "bf16")
@@ -151,18 +152,6 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
     return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
-def pad_batch(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token id lists -> (ids, mask), both (B, T) int64, T = the longest row; padded on the right:
-    [[5, 6, 7], [5, 6]] -> ids [[5, 6, 7], [5, 6, pad]], mask [[1, 1, 1], [1, 1, 0]]."""
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for b, r in enumerate(rows):
-        ids[b, : len(r)] = r
-        mask[b, : len(r)] = 1
-    return ids, mask
-
-
 def _model_for(name: str, impl: str, dtype: str):
     """(model, tokenizer, max_seq_length, hidden-states function) for ``impl`` in ``dtype``."""
     if dtype not in DTYPES:
@@ -201,6 +190,6 @@ def embed(
     out = np.zeros((len(texts), net.cfg.n_embd), dtype=np.float32)
     tokens = [tokenizer.encode(t, max_length=max_len, truncation=True)["input_ids"] for t in texts]
     for batch in length_sorted_batches([len(t) for t in tokens], batch_size):
-        ids, mask = pad_batch([tokens[i] for i in batch], tokenizer.pad_id)  # (B, T) each
+        ids, mask = pad_to_longest([tokens[i] for i in batch], tokenizer.pad_id)  # (B, T) each
         out[batch] = mean_pool_normalize(hidden_of(net, ids, mask), mask)  # back to input order
     return out
