@@ -45,8 +45,9 @@ PEAK_GROUP = "matmul peak"
 class Goal:
     """One checkable part of a target: every row whose ``impl`` is in ``impls`` (and whose
     extra_info matches each ``where`` item) must have ``metric op value``. Metrics: ``ratio``
-    (baseline time / row time), ``per_s`` (the throughput column), ``activation`` (row / baseline
-    activation MB) and ``extra_time`` (row time / baseline time - 1)."""
+    (baseline time / row time), ``per_s`` (the throughput column), ``mfu`` (the MFU column, a
+    fraction of the same run's matmul peak), ``activation`` (row / baseline activation MB) and
+    ``extra_time`` (row time / baseline time - 1)."""
 
     impls: tuple[str, ...]
     metric: str
@@ -106,7 +107,7 @@ def goals_of(rows: list[dict]) -> dict[str, tuple[Goal, ...] | None]:
 
 
 def _metric(goal: Goal, row: dict, base: dict | None) -> float | None:
-    if goal.metric in ("ratio", "per_s"):
+    if goal.metric in ("ratio", "per_s", "mfu"):
         return row.get(goal.metric)
     if base is None:
         return None
@@ -115,7 +116,9 @@ def _metric(goal: Goal, row: dict, base: dict | None) -> float | None:
         return a / b if a is not None and b else None
     if goal.metric == "extra_time":
         return row["s"] / base["s"] - 1 if base["s"] > 0 else None
-    raise ValueError(f"unknown goal metric {goal.metric!r} (ratio, per_s, activation, extra_time)")
+    raise ValueError(
+        f"unknown goal metric {goal.metric!r} (ratio, per_s, mfu, activation, extra_time)"
+    )
 
 
 def _show(metric: str, v: float) -> str:
@@ -123,12 +126,15 @@ def _show(metric: str, v: float) -> str:
         return f"{100 * v:+.0f}%"
     if metric == "per_s":
         return f"{v:,.1f}"
+    if metric == "mfu":
+        return f"{100 * v:.1f}%"
     return f"{v:.2f}x"
 
 
 LABEL = {
     "ratio": "{}",
     "per_s": "{} {unit}/s",
+    "mfu": "MFU {}",
     "activation": "activation {}",
     "extra_time": "time {}",
 }

@@ -31,6 +31,16 @@ NumPy it is tracemalloc's growth while the forward's cache is alive. The issue's
 ``fp32+ckpt`` against ``fp32``: activation memory <= 1/3 at <= 30% more time (ratio >= 0.77).
 The report shows it in an "activation MB" column.
 
+Ours against peers (``test_training_vs_peers``), at the shape of issue 14: 6 layers, width 384,
+6 heads (LLaMA: 2 KV heads, SwiGLU width 1024), vocab 8192, T=256, B=8, fp32, eager and
+torch.compile. One group per model and mode ("train gpt 6L-384 vs peers eager", ...), ours the
+baseline; the peers are ``benchmarks/nanogpt_peer.py`` (a nanoGPT-style GPT-2 written here, GPT
+only) and transformers' ``GPT2LMHeadModel`` (SDPA) / ``LlamaForCausalLM``, each with the same
+fused AdamW. The rows of a group alternate: before every timed round of one model, one untimed
+step of each other model of the group runs (pytest-benchmark's ``setup``), so all of them are
+measured through the same minutes of the machine. A peer row's ratio is ours' time / the peer's
+(< 1: ours is faster); the target asks <= 1 / 1.05 of every peer and an MFU of ours >= 85%.
+
 The matmul peak (``benchmarks/matmul_peak.py``) runs in the same session: the MFU denominator.
 tests/test_training_bench_smoke.py runs the smoke rows and builds the report (no timing asserts).
 """
@@ -45,10 +55,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.matmul_peak import test_matmul_peak  # noqa: F401  (MFU denominator, same run)
 from benchmarks.memory import MB, peak_numpy_mb, peak_torch_mb
+from benchmarks.nanogpt_peer import PeerConfig, PeerGPT
 from myllm101.config import GPTConfig, LlamaConfig
 from myllm101.fast.gpt import GPT
 from myllm101.fast.llama import Llama
@@ -238,4 +250,143 @@ def test_training_step(benchmark, arch, size, impl):
         loadavg=os.getloadavg()[0],
     )  # fmt: skip
     loss = benchmark.pedantic(step, rounds=s.rounds, iterations=1, warmup_rounds=0)
+    assert torch.isfinite(loss)
+
+
+# ---- ours vs peers (nanoGPT-style, transformers) -----------------------------------------------
+
+PEER_SIZES = {
+    "6L-384": Size(6, 384, 6, 2, 1024, 8192, 256, 8, rounds=5),  # the shape of issue 14
+    "smoke": SIZES["smoke"],
+}
+PEERS = {"gpt": ("ours", "nanogpt-peer", "transformers"), "llama": ("ours", "transformers")}
+SPEEDUP = 1.05  # ours' tokens/s over the best peer's
+MFU_GOAL = 0.85
+PEER_TARGET = (
+    f"target: ours >= {SPEEDUP}x the best peer's training tokens/s (eager and compiled); "
+    f"ours' fp32 MFU >= {MFU_GOAL:.0%} of the matmul peak"
+)
+PEER_NOTE = (
+    "peers: rows alternate (one untimed step of every other model before each timed round); a "
+    "peer row's ratio is ours' time / the peer's (< 1: ours is faster); every model steps the "
+    "same fused AdamW; FLOPs (MFU) are ours' count for every row"
+)
+PEER_PARAMS = [
+    pytest.param(arch, size, impl, mode, id=f"peers-{arch}-{size}-{impl}-{mode}")
+    for size in PEER_SIZES
+    for arch in PEERS
+    for mode in ("eager", "compile")
+    for impl in PEERS[arch]
+    if mode == "eager" or size != "smoke"  # compiling takes a minute per model
+]
+
+
+def _peer_model(arch: str, impl: str, cfg) -> nn.Module:
+    if impl == "ours":
+        return (GPT if arch == "gpt" else Llama)(cfg)
+    if impl == "nanogpt-peer":
+        return PeerGPT(PeerConfig(cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head,
+                                  cfg.n_embd))  # fmt: skip
+    import transformers  # a peer for comparison, never imported by myllm101
+
+    if arch == "gpt":
+        return transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd,
+            n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
+            attn_pdrop=0.0, bos_token_id=0, eos_token_id=0, attn_implementation="sdpa",
+        ))  # fmt: skip
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.n_embd, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
+        num_key_value_heads=cfg.n_kv_head, max_position_embeddings=cfg.block_size,
+        rms_norm_eps=cfg.rms_norm_eps, tie_word_embeddings=cfg.tie_word_embeddings,
+        bos_token_id=0, eos_token_id=0, attn_implementation="sdpa",
+    ))  # fmt: skip
+
+
+@dataclass
+class PeerStep:
+    step: object  # () -> loss: one optimizer step
+    forward: object  # () -> loss, graph attached
+    zero_grad: object
+
+
+def _peer_step(arch: str, impl: str, cfg, s: Size, compiled: bool) -> PeerStep:
+    torch.manual_seed(0)
+    model = _peer_model(arch, impl, cfg).train()
+    fn = torch.compile(model) if compiled else model
+    opt = make_adamw(param_groups(model, 0.1), lr=1e-4, betas=(0.9, 0.95))
+    ids = torch.from_numpy(np.random.default_rng(0).integers(0, s.vocab, (s.B, s.T + 1)))
+    x, y = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()  # all read the same T tokens
+
+    def forward():
+        if impl == "ours":
+            return fn(x, labels=x).loss  # shifts the labels inside
+        if impl == "nanogpt-peer":
+            return fn(x, y)[1]  # nanoGPT's loader hands it the next tokens
+        return fn(input_ids=x, labels=x).loss
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = forward()
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(2 if compiled else 1):  # optimizer state; compiling (the 2nd backward too)
+        step()
+    return PeerStep(step, forward, lambda: opt.zero_grad(set_to_none=True))
+
+
+_GROUP: dict[tuple, dict[str, PeerStep]] = {}  # the current group's models only
+
+
+def peer_group(arch: str, size: str, mode: str) -> dict[str, PeerStep]:
+    """Every model of one group, built and warmed up once (its rows share them; the rows of a
+    group run one after another, so the previous group's models are dropped here)."""
+    key = (arch, size, mode)
+    if key not in _GROUP:
+        _GROUP.clear()
+        gc.collect()
+        s, cfg = PEER_SIZES[size], _config(arch, PEER_SIZES[size])
+        _GROUP[key] = {i: _peer_step(arch, i, cfg, s, mode == "compile") for i in PEERS[arch]}
+    return _GROUP[key]
+
+
+@pytest.mark.parametrize("arch,size,impl,mode", PEER_PARAMS)
+def test_training_vs_peers(benchmark, arch, size, impl, mode):
+    s = PEER_SIZES[size]
+    cfg = _config(arch, s)
+    group = peer_group(arch, size, mode)
+    mine = group[impl]
+    others = [g.step for name, g in group.items() if name != impl]
+
+    def the_others_first():  # untimed: each other model's step, so the rows alternate
+        for step in others:
+            step()
+
+    mine.zero_grad()
+    activation = torch_held_after_forward_mb(mine.forward)
+    peak = peak_torch_mb(mine.step)
+    torch.manual_seed(0)
+    n_matmul = matmul_params((GPT if arch == "gpt" else Llama)(cfg))  # ours' count, every row
+    label = {p: p if mode == "eager" else f"{p}-compile" for p in PEERS[arch]}  # the row's impl
+    peers = [label[p] for p in PEERS[arch] if p != "ours"]
+    benchmark.group = f"train {arch} {size} vs peers {mode}"
+    benchmark.extra_info.update(
+        component=f"train-{arch}", size=size, impl=label[impl], shape=_shape(arch, s),
+        mode="train step (AdamW), fp32" + (", torch.compile" if mode == "compile" else ""),
+        matmul_params=n_matmul, peak_mb=peak, activation_mb=activation, baseline=impl == "ours",
+        count=s.B * s.T, unit="tokens", dtype="fp32",
+        flops=train_flops_per_token(n_matmul, cfg.n_layer, cfg.n_embd, s.T) * s.B * s.T,
+        note=PEER_NOTE, target=PEER_TARGET,
+        goals=[  # the same on every row of the group
+            {"impls": peers, "metric": "ratio", "op": "<=", "value": 1 / SPEEDUP},
+            {"impls": [label["ours"]], "metric": "mfu", "op": ">=", "value": MFU_GOAL},
+        ],
+        loadavg=os.getloadavg()[0],
+    )  # fmt: skip
+    loss = benchmark.pedantic(
+        mine.step, setup=the_others_first, rounds=s.rounds, iterations=1, warmup_rounds=0
+    )
     assert torch.isfinite(loss)

@@ -1,5 +1,6 @@
 """Activations: reference erf == math.erf; reference == fast (forward and every gradient) for GELU
-(exact and tanh), SiLU and SwiGLU; reference backward == finite differences."""
+(exact and tanh), SiLU and SwiGLU; reference backward == finite differences; the sigmoid form of
+the tanh GELU (what torch.compile runs) == torch's tanh GELU to rounding."""
 
 import math
 
@@ -14,6 +15,8 @@ from myllm101.fast import activations as fast
 from myllm101.reference import activations as ref
 from parity_tests.helpers import (
     TOL,
+    UNIT_ROUNDOFF,
+    assert_catches_planted_error,
     assert_close,
     check_finite_differences,
     dtypes,
@@ -188,6 +191,53 @@ def test_bf16_autocast_and_compile():
     # the validation is plain Python on shapes/dtypes, so dynamo traces it without a graph break
     compiled = torch.compile(fast.swiglu, backend="aot_eager", fullgraph=True)
     assert_close(compiled(x, u), fast.swiglu(x, u), **TOL["float32"])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_gelu_tanh_sigmoid_form_matches_torch_tanh_gelu(dtype):
+    # The form torch.compile runs: x * sigmoid(2z) is 0.5 x (1 + tanh(z)) exactly in math, so
+    # the two differ only by their roundings: about six operations each (x^3, the scaled sum,
+    # tanh or sigmoid, the products), every one on values bounded by max(|x|, 1) (and their
+    # derivatives: sigmoid' <= 1/4, z' = 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2) times a factor
+    # that decays faster), so 16 u max(|x|, 1) bounds value and gradient. Measured on this grid:
+    # 3.8 u (value) and 12.6 u (gradient), in both dtypes. The far negative tail (x < -10),
+    # where 1 + tanh(z) cancels and the sigmoid form is the more accurate, is inside it too.
+    x = np.concatenate([np.linspace(-20, 20, 400_001), [-1e4, -60.0, 0.0, 60.0, 1e4]])
+    xt, xs = to_torch(x.astype(dtype), True), to_torch(x.astype(dtype), True)
+    want = F.gelu(xt, approximate="tanh")
+    got = fast.gelu_tanh_sigmoid_form(xs)
+    (dwant,) = torch.autograd.grad(want.sum(), xt)
+    (dgot,) = torch.autograd.grad(got.sum(), xs)
+    bound = 16 * UNIT_ROUNDOFF[dtype] * np.maximum(np.abs(x), 1.0)
+
+    def check(value, expected=want, name="y"):
+        assert_close(value, expected, rtol=0.0, atol=bound, name=f"sigmoid-form gelu {name}")
+
+    assert_catches_planted_error(check, got, dtype)
+    check(dgot, dwant, "dy/dx")
+    assert torch.isfinite(got).all() and torch.isfinite(dgot).all()
+    # the bound tells the forms of GELU apart: the exact (erf) one misses it by ~1000x
+    with pytest.raises(AssertionError, match="not close"):
+        check(F.gelu(xt))
+
+
+def test_compiled_tanh_gelu_runs_the_sigmoid_form():
+    # under torch.compile gelu(x, "tanh") is traced as the sigmoid form (the aot_eager backend
+    # runs the traced ops one by one: the same kernels as calling the form eagerly)
+    x = torch.randn(4, 64, dtype=torch.float64) * SCALE
+    compiled = torch.compile(fast.gelu, backend="aot_eager", fullgraph=True)
+    got = compiled(x, "tanh")
+    assert torch.equal(got, fast.gelu_tanh_sigmoid_form(x))
+    assert not torch.equal(got, F.gelu(x, approximate="tanh"))  # eager: torch's own kernel
+    assert torch.equal(fast.gelu(x, "tanh"), F.gelu(x, approximate="tanh"))
+    # bf16 is computed in float32 and rounded once, as F.gelu does: at most 1 bf16 ulp apart
+    # (2**-7 relative), plus an atol for the negative tail, where F.gelu's float32 1 + tanh(z)
+    # cancels (absolute error ~u |x|, e.g. 0 against the sigmoid form's -1.5e-7 at x = -5)
+    xb = x.bfloat16()
+    got_b = fast.gelu_tanh_sigmoid_form(xb)
+    assert got_b.dtype == torch.bfloat16
+    want_b = F.gelu(xb, approximate="tanh")
+    assert_close(got_b.double(), want_b.double(), rtol=2**-7, atol=1e-6, name="bf16 gelu")
 
 
 def test_bad_input():

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from myllm101.fast import loss as fast
+from myllm101.fast.blocks import causal_lm_loss
 from myllm101.reference import loss as ref
 from parity_tests.helpers import (
     TOL,
@@ -21,6 +22,7 @@ from parity_tests.helpers import (
     rng_array,
     seeds,
     softmax_error_terms,
+    sum_error,
     to_torch,
 )
 
@@ -169,6 +171,75 @@ def test_int32_targets_module_bf16_and_compile():
         fast.cross_entropy(logits, targets, label_smoothing=0.1),
         **TOL["float32"],
     )
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("B,T,V", [(3, 7, 11), (2, 1, 5), (2, 33, 257)])
+def test_causal_lm_loss_shifts_the_labels_not_the_logits(dtype, B, T, V):
+    # the label shift (labels[:, 1:] padded with -100, loss over every position's logits) against
+    # the logits shift it replaced (logits[:, :-1] against labels[:, 1:]), through the same
+    # cross_entropy: each row's gradient is computed alone, so the gradients are equal bit for
+    # bit (the last position's is 0); the loss sums the same terms with zeros between them,
+    # which may only regroup the sum: within its rounding bound (S') over N terms, and the
+    # ignored targets (-100, including a whole row) count on neither side
+    rng = np.random.default_rng(T)
+    logits = rng_array(rng, (B, T, V), dtype, scale=3.0)
+    labels = random_targets(rng, (B, T), V, p_ignore=0.2)
+    labels[-1] = IGNORE
+    lt_new, lt_old, lab = to_torch(logits, True), to_torch(logits, True), to_torch(labels)
+    new = causal_lm_loss(lt_new, lab)
+    old = fast.cross_entropy(lt_old[:, :-1].reshape(-1, V), lab[:, 1:].reshape(-1))
+    new.backward()
+    old.backward()
+    assert torch.equal(lt_new.grad[:, :-1], lt_old.grad[:, :-1])
+    assert not torch.any(lt_new.grad[:, -1])
+    kept = labels[:, 1:] != IGNORE
+    nll = -torch.log_softmax(lt_old.detach()[:, :-1].double(), -1)
+    terms = nll.gather(-1, lab[:, 1:].clamp(min=0)[..., None].long())[..., 0].numpy()[kept]
+    bound = sum_error(terms.sum(), (terms**2).sum(), terms.size, dtype) / max(kept.sum(), 1)
+    assert_within(new, old, 2 * bound, name="label-shift loss vs logits-shift loss")
+    if kept.any():
+        oracle = F.cross_entropy(lt_old.detach()[:, :-1].reshape(-1, V), lab[:, 1:].reshape(-1))
+        assert_close(new, oracle, name="loss vs F.cross_entropy", **TOL[dtype])
+    else:
+        assert new.item() == 0.0  # T = 1: no position has a next token
+
+
+def test_causal_lm_loss_neither_copies_nor_zero_fills_the_logits():
+    # what the label shift is for: no op of forward + backward copies, fills or slices a tensor
+    # the size of the logits (the old logits[:, :-1] did all three, 64 MB each at GPT's size)
+    B, T, V = 2, 16, 4096
+    logits = torch.randn(B, T, V, requires_grad=True)
+    labels = torch.randint(0, V, (B, T))
+    with torch.profiler.profile(record_shapes=True) as prof:
+        causal_lm_loss(logits, labels).backward()
+    big = [
+        (e.name, e.input_shapes)
+        for e in prof.events()
+        if e.name in ("aten::copy_", "aten::fill_", "aten::zero_", "aten::slice_backward",
+                      "aten::clone", "aten::contiguous")
+        and any(int(np.prod(s)) >= B * (T - 1) * V for s in e.input_shapes if s)
+    ]  # fmt: skip
+    assert not big, big
+
+
+def test_fused_backward_runs_once_per_graph_and_keeps_dtypes():
+    # the eager backward writes the gradient over the saved log-probs: a second backward through
+    # the same graph must fail loudly (autograd's in-place check), never return a wrong gradient
+    logits = torch.randn(6, 9, requires_grad=True)
+    targets = torch.tensor([0, 3, IGNORE, 8, 1, 1])
+    loss = fast.cross_entropy(logits, targets)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    # bf16 logits: float32 loss, a bf16 gradient (the logits' dtype), close to the fp32 one
+    lb = logits.detach().bfloat16().requires_grad_()
+    got = fast.cross_entropy(lb, targets)
+    got.backward()
+    assert got.dtype == torch.float32 and lb.grad.dtype == torch.bfloat16
+    lf = lb.detach().float().requires_grad_()
+    F.cross_entropy(lf, targets).backward()
+    assert_close(lb.grad.float(), lf.grad, rtol=2**-7, atol=1e-6, name="bf16 dlogits")
 
 
 def test_bad_input():

@@ -223,3 +223,34 @@ def test_compiled_gpt_matches_eager():
     torch.testing.assert_close(out.loss, eager.loss, rtol=1e-5, atol=1e-6)
     out.loss.backward()
     assert model.wte.weight.grad is not None
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_compiled_loss_stays_outside_the_graph(kind):
+    # a compiled model returns its logits and its loss; were the loss inside the graph, the
+    # logits output would get no gradient in backward and AOTAutograd would zero-fill one the
+    # size of the logits (B, T, V) and add it in. The loss runs eagerly instead (a graph break),
+    # so backward neither fills nor allocates a zero tensor that size, and the gradients equal
+    # eager's (aot_eager runs the traced ops one by one, the same kernels)
+    cls, preset = MODELS[kind]
+    cfg = get_preset(preset)
+    torch.manual_seed(0)
+    model = cls(cfg)
+    ids = batch(cfg)
+    run(model, ids).backward()
+    eager = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    compiled = torch.compile(model, backend="aot_eager")
+    loss = run(compiled, ids)
+    with torch.profiler.profile(record_shapes=True) as prof:
+        loss.backward()
+    big = [
+        (e.name, e.input_shapes)
+        for e in prof.events()
+        if e.name in ("aten::fill_", "aten::zero_", "aten::zeros", "aten::zeros_like")
+        and any(int(np.prod(s)) >= ids.numel() * cfg.vocab_size for s in e.input_shapes if s)
+    ]
+    assert not big, big
+    for n, p in model.named_parameters():
+        if n in eager:
+            torch.testing.assert_close(p.grad, eager[n], rtol=1e-5, atol=1e-7, msg=n)

@@ -83,6 +83,25 @@ def test_non_finite_loss_skips_the_step_and_stops_after_max_bad_steps(tmp_path):
     assert all(math.isfinite(x) for x in losses(t) if x == x)
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_params_finite_sees_one_bad_element_in_any_parameter(tmp_path, bad, dtype):
+    # the per-step check reads each parameter's min and max: one NaN or +-inf anywhere (first,
+    # last or middle parameter, any position) must show, in any dtype; an empty one is skipped
+    t = Trainer(config(tmp_path), TOKENS, TOKENS)
+    t.model.to(dtype)
+    t.model.register_parameter("empty", torch.nn.Parameter(torch.zeros(0, dtype=dtype)))
+    params = [p for p in t.model.parameters() if p.numel()]
+    assert t.params_finite()
+    for p, i in ((params[0], 0), (params[len(params) // 2], -1), (params[-1], 3)):
+        with torch.no_grad():
+            old = p.view(-1)[i].item()
+            p.view(-1)[i] = bad
+            assert not t.params_finite()
+            p.view(-1)[i] = old
+    assert t.params_finite()
+
+
 def test_checkpoint_round_trip_and_keep_last(tmp_path):
     cfg = config(tmp_path, save_interval=3, keep_last=2, eval_interval=6)
     t = Trainer(cfg, TOKENS, TOKENS)

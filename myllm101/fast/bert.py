@@ -25,12 +25,12 @@ from myllm101.fast.blocks import (
     init_gpt2_,
     residual,
     run_blocks,
+    token_loss,
 )
 from myllm101.fast.dropout import Dropout
 from myllm101.fast.embedding import Embedding
 from myllm101.fast.layernorm import LayerNorm
 from myllm101.fast.linear import Linear
-from myllm101.fast.loss import cross_entropy
 
 HEADS = ("mlm", "cls")
 
@@ -139,11 +139,7 @@ class Bert(nn.Module):
         else:
             pooled = torch.tanh(self.pooler(x[:, 0]))  # (B, C): the [CLS] position
             logits = self.classifier(self.cls_dropout(pooled))  # (B, num_labels)
-        loss = None
-        if labels is not None:
-            expect_shape("labels", labels, tuple(logits.shape[:-1]))
-            V = logits.shape[-1]
-            loss = cross_entropy(logits.reshape(-1, V), labels.reshape(-1), ignore_index=-100)
+        loss = None if labels is None else token_loss(logits, labels)  # -100: not masked
         return ModelOutput(logits, loss)
 
     def num_parameters(self) -> int:
