@@ -42,3 +42,44 @@ def test_matmul_peak(benchmark, dtype):
         loadavg=os.getloadavg()[0],
     )  # fmt: skip
     benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=0)
+
+
+def step_gemms_case(model: torch.nn.Module, B: int, T: int, n_layer: int, n_head: int):
+    """The GEMMs of one training step of ``model`` on (B, T) tokens, alone -> (run, flops).
+
+    Per ``nn.Linear`` (in -> out) with M = B * T rows: forward x W^T (M, in) @ (in, out), backward
+    dy W (M, out) @ (out, in) and dW = dy^T x (out, M) @ (M, in); per layer the attention's six
+    batched products, (B H, T, D) by (B H, D, T) and back, over the full T x T square. That is
+    ``train_flops_per_token`` * B * T exactly: the FLOPs the MFU column counts, timed with nothing
+    else around them, so "MFU" against this peak says how much of the step's time is matmul at
+    the step's own shapes (the issue's "matmul peak measured in the same run at this shape")."""
+    M = B * T
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    weights = {id(m.weight): m for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    shapes = [(m.in_features, m.out_features) for m in weights.values()]
+    data = {s: (rand(M, s[0]), rand(s[1], s[0]), rand(M, s[1])) for s in set(shapes)}
+    C = shapes[0][0] if not hasattr(model, "cfg") else model.cfg.n_embd
+    D = C // n_head
+    q, k = rand(B * n_head, T, D), rand(B * n_head, T, D)
+    p = rand(B * n_head, T, T)
+
+    def run() -> None:
+        for s in shapes:
+            x, w, dy = data[s]
+            torch.mm(x, w.t())  # forward
+            torch.mm(dy, w)  # dx
+            torch.mm(dy.t(), x)  # dW
+        for _ in range(n_layer):
+            torch.bmm(q, k.transpose(1, 2))  # scores
+            torch.bmm(p, k)  # weighted sum of values
+            torch.bmm(q, k.transpose(1, 2))  # dP = dO V^T
+            torch.bmm(p.transpose(1, 2), q)  # dV
+            torch.bmm(p, k)  # dQ = dS K
+            torch.bmm(p.transpose(1, 2), q)  # dK
+
+    flops = sum(6 * M * i * o for i, o in shapes) + n_layer * 6 * 2 * B * n_head * T * T * D
+    return run, flops

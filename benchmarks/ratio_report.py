@@ -10,7 +10,9 @@ Conventions a suite follows (in ``benchmark.extra_info``), so every ratio is mea
 - ``impl``, ``mode``, ``shape``, ``peak_mb`` (extra memory of one round, or None), ``loadavg``;
 - optional ``count`` + ``unit`` (e.g. 2048 "tokens" per round) for a throughput column;
 - optional ``flops`` (per round) + ``dtype`` ("fp32"/"bf16") for MFU against the "matmul peak"
-  group of the same JSON (``benchmarks/matmul_peak.py``);
+  group of the same JSON (``benchmarks/matmul_peak.py``); a row with a ``peak_key`` divides by
+  the peak row of that dtype and key instead (the GEMMs of its own step, timed alone), falling
+  back to the square matmul's;
 - optional ``activation_mb`` (memory a forward holds for backward) gets its own column;
 - optional ``note`` (printed under the group's table) and ``target`` (the issue's goal, quoted).
 
@@ -177,9 +179,15 @@ def load_groups(data: dict) -> dict[str, list[dict]]:
 
 
 def peaks(groups: dict[str, list[dict]]) -> dict[str, float]:
-    """dtype -> FLOP/s of the square matmul measured in this run, from its fastest round (a peak
-    is a maximum; the median of a short run also holds clock ramp-up and interruptions)."""
-    return {r["dtype"]: r["flops"] / r["s_min"] for r in groups.get(PEAK_GROUP, [])}
+    """dtype (or "dtype key" for a row with a ``peak_key``) -> FLOP/s measured in this run, from
+    its fastest round (a peak is a maximum; the median of a short run also holds clock ramp-up
+    and interruptions)."""
+    return {_peak_name(r): r["flops"] / r["s_min"] for r in groups.get(PEAK_GROUP, [])}
+
+
+def _peak_name(r: dict) -> str:
+    key = r.get("peak_key")
+    return f"{r.get('dtype', '')} {key}" if key else r.get("dtype", "")
 
 
 def add_ratios(groups: dict[str, list[dict]], peak: dict[str, float]) -> None:
@@ -190,7 +198,7 @@ def add_ratios(groups: dict[str, list[dict]], peak: dict[str, float]) -> None:
         for r in rows:
             r["ratio"] = base[0]["s"] / r["s"] if len(base) == 1 and r["s"] > 0 else None
             r["per_s"] = r["count"] / r["s"] if r.get("count") else None
-            p = peak.get(r.get("dtype", ""))
+            p = peak.get(_peak_name(r), peak.get(r.get("dtype", "")))
             r["mfu"] = (
                 r["flops"] / r["s"] / p if r.get("flops") and p and name != PEAK_GROUP else None
             )

@@ -58,7 +58,10 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.matmul_peak import test_matmul_peak  # noqa: F401  (MFU denominator, same run)
+from benchmarks.matmul_peak import (
+    step_gemms_case,
+    test_matmul_peak,  # noqa: F401  (MFU denominator, same run)
+)
 from benchmarks.memory import MB, peak_numpy_mb, peak_torch_mb
 from benchmarks.nanogpt_peer import PeerConfig, PeerGPT
 from myllm101.config import GPTConfig, LlamaConfig
@@ -353,6 +356,32 @@ def peer_group(arch: str, size: str, mode: str) -> dict[str, PeerStep]:
     return _GROUP[key]
 
 
+@pytest.mark.parametrize("arch", list(PEERS))
+@pytest.mark.parametrize("size", list(PEER_SIZES))
+def test_matmul_peak_at_shape(benchmark, arch, size):
+    """The GEMMs of ours' step alone (``step_gemms_case``): the peers' groups' MFU denominator."""
+    s = PEER_SIZES[size]
+    cfg = _config(arch, s)
+    run, flops = step_gemms_case((GPT if arch == "gpt" else Llama)(cfg), s.B, s.T, cfg.n_layer,
+                                 cfg.n_head)  # fmt: skip
+    assert (
+        flops
+        == train_flops_per_token(
+            matmul_params((GPT if arch == "gpt" else Llama)(cfg)), cfg.n_layer, cfg.n_embd, s.T
+        )
+        * s.B
+        * s.T
+    )
+    run()  # warm-up
+    benchmark.group = "matmul peak"
+    benchmark.extra_info.update(
+        component="matmul-peak", size=size, impl=f"fp32 {arch} {size} step GEMMs",
+        mode="the step's GEMMs alone", shape=_shape(arch, s), dtype="fp32", flops=flops,
+        peak_key=f"{arch} {size}", peak_mb=0.0, loadavg=os.getloadavg()[0],
+    )  # fmt: skip
+    benchmark.pedantic(run, rounds=max(s.rounds, 5), iterations=1, warmup_rounds=0)
+
+
 @pytest.mark.parametrize("arch,size,impl,mode", PEER_PARAMS)
 def test_training_vs_peers(benchmark, arch, size, impl, mode):
     s = PEER_SIZES[size]
@@ -377,6 +406,7 @@ def test_training_vs_peers(benchmark, arch, size, impl, mode):
         component=f"train-{arch}", size=size, impl=label[impl], shape=_shape(arch, s),
         mode="train step (AdamW), fp32" + (", torch.compile" if mode == "compile" else ""),
         matmul_params=n_matmul, peak_mb=peak, activation_mb=activation, baseline=impl == "ours",
+        peak_key=f"{arch} {size}",
         count=s.B * s.T, unit="tokens", dtype="fp32",
         flops=train_flops_per_token(n_matmul, cfg.n_layer, cfg.n_embd, s.T) * s.B * s.T,
         note=PEER_NOTE, target=PEER_TARGET,

@@ -182,3 +182,21 @@ def test_each_committed_report_is_what_its_committed_raw_file_renders(md, tmp_pa
     assert raw.is_raw(json.loads((RESULTS / raw_name).read_text()))
     main([str(RESULTS / raw_name), *args, "--out", str(tmp_path)])
     assert (tmp_path / md).read_text() == committed, f"{md} differs from what {raw_name} renders"
+
+
+def test_a_row_with_a_peak_key_divides_by_its_own_shapes_peak():
+    # the square matmul does 100 GFLOP/s (fastest round 0.9 s of 90 GFLOP), the step's own GEMMs
+    # 50 GFLOP/s; a row of 40 GFLOP per 1 s round is 80% of its keyed peak, 40% of the square one
+    data = _suite([
+        _bench("matmul peak", "fp32", 1.0, dtype="fp32", flops=9e10),
+        _bench("matmul peak", "fp32 gpt x", 2.0, dtype="fp32", flops=9e10, peak_key="gpt x"),
+        _bench("t", "keyed", 1.0, baseline=True, dtype="fp32", flops=4e10, peak_key="gpt x"),
+        _bench("t", "plain", 1.0, dtype="fp32", flops=4e10),
+        _bench("t", "unknown-key", 1.0, dtype="fp32", flops=4e10, peak_key="llama y"),
+    ])  # fmt: skip
+    groups = ratio_report.load_groups(data)
+    peak = ratio_report.peaks(groups)
+    assert peak == pytest.approx({"fp32": 1e11, "fp32 gpt x": 5e10})
+    ratio_report.add_ratios(groups, peak)
+    mfu = {r["impl"]: r["mfu"] for r in groups["t"]}
+    assert mfu == pytest.approx({"keyed": 0.8, "plain": 0.4, "unknown-key": 0.4})
