@@ -56,6 +56,12 @@ bench: install data
 	$(PY) -m benchmarks.ratio_report benchmarks/results/int8.json --name INT8 --title "int8 matmul"
 	$(BENCH) benchmarks/test_hub.py -k "not smoke" --benchmark-json=benchmarks/results/hub.json
 	$(PY) -m benchmarks.ratio_report benchmarks/results/hub.json --name HUB --title "Pretrained models"
+	$(BENCH) benchmarks/test_decode.py -k "not smoke" --benchmark-json=benchmarks/results/decode.json
+	$(PY) -m benchmarks.ratio_report benchmarks/results/decode.json --name DECODE --title "Decode (fp32)"
+	$(BENCH) benchmarks/test_int4.py --benchmark-json=benchmarks/results/int4.json
+	$(PY) -m benchmarks.ratio_report benchmarks/results/int4.json --name INT4 --title "int4 linear"
+	$(BENCH) benchmarks/test_quant.py -k "not smoke" --benchmark-json=benchmarks/results/quant.json
+	$(PY) -m benchmarks.ratio_report benchmarks/results/quant.json --name QUANT --title "Quantization"
 
 # the reports again from the committed raw files, measuring nothing (after a report's code changes)
 RAW := benchmarks/results

@@ -64,3 +64,79 @@ def test_int8_matmul_backends(benchmark, impl, M):
         loadavg=os.getloadavg()[0],
     )  # fmt: skip
     benchmark.pedantic(run, rounds=20 if M == 8 else 10, iterations=1, warmup_rounds=2)
+
+
+# ---- Int8Linear kernels at SmolLM2's decode shapes (device.INT8_KERNELS), vs float32 and torch.ao ----
+
+DECODE_SHAPES = [(576, 576), (192, 576), (1536, 576), (576, 1536), (2048, 2048)]  # (out, in)
+LINEAR_IMPLS = ("fp32", "torch.ao dynamic int8", "dequantize", "fbgemm_fp16") + (
+    "int_mm",
+    "fbgemm_int8",
+    "fbgemm_fp16_exact",
+    "fp32_exact",
+)
+COLD_BYTES = 64 * 2**20  # int8 weights rotated through twice the 32 MB L3: read from memory
+
+
+def _linear_run(impl: str, N: int, K: int, x: torch.Tensor):
+    """run() applies one of ``copies`` weights per call (round robin), like decode's layers."""
+    from myllm101.fast import int8 as fast
+
+    copies = max(2, -(-COLD_BYTES // (N * K)))
+    g = torch.Generator().manual_seed(N + K)
+    qs = [fast.quantize_per_channel(torch.randn(N, K, generator=g) * 0.05) for _ in range(copies)]
+    if impl == "fp32":
+        ws = [q.float() * s[:, None] for q, s in qs]
+        calls = [lambda w=w: F.linear(x, w) for w in ws]
+    elif impl == "torch.ao dynamic int8":
+        import warnings
+
+        calls = []
+        for q, s in qs:
+            m = torch.ao.nn.quantized.dynamic.Linear(K, N, dtype=torch.qint8)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                zeros = torch.zeros(N, dtype=torch.long)
+                m.set_weight_bias(
+                    torch._make_per_channel_quantized_tensor(q, s.double(), zeros, 0), None
+                )
+            calls.append(m)
+        calls = [lambda m=m: m(x) for m in calls]
+    elif impl == "dequantize":
+        calls = [lambda q=q, s=s: fast.int8_linear(x, q, s) for q, s in qs]
+    else:
+        packs = [(fast.prepare_int8_weight(impl, q), q, s) for q, s in qs]
+        calls = [lambda p=p: fast.int8_linear_packed(x, impl, *p) for p in packs]
+    state = {"i": 0}
+
+    def run():
+        state["i"] = (state["i"] + 1) % copies
+        return calls[state["i"]]()
+
+    return run, copies
+
+
+@pytest.mark.parametrize("M", [1, 8])
+@pytest.mark.parametrize("shape", DECODE_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("impl", LINEAR_IMPLS)
+def test_int8_linear_kernels(benchmark, impl, shape, M):
+    from myllm101.device import INT8_KERNELS, _fbgemm_int8_exact, int8_linear_kernel
+
+    N, K = shape
+    if impl == "fbgemm_int8" and not _fbgemm_int8_exact():
+        pytest.skip("fbgemm's int8 GEMM saturates here (no VNNI): not an exact w8a8 kernel")
+    x = torch.randn(M, K, generator=torch.Generator().manual_seed(M))
+    run, copies = _linear_run(impl, N, K, x)
+    mode = next((m for m, names in INT8_KERNELS.items() if impl in names), "float")
+    picked = {m: int8_linear_kernel(m).value for m in INT8_KERNELS}
+    benchmark.group = f"int8 linear {N}x{K} M={M}"
+    benchmark.extra_info.update(
+        component="int8-linear", size=f"{N}x{K} M={M}", impl=impl, mode=mode,
+        shape=f"M={M} out={N} in={K}", baseline=impl == "fp32", flops=2 * M * N * K,
+        dtype="fp32", peak_mb=peak_torch_mb(run), copies=copies,
+        note=f"weights rotated through {copies} copies (from memory, as in decode); device.py "
+        f"picks {picked['weight_only']} (weight-only) and {picked['w8a8']} (w8a8) on this CPU; "
+        "torch.ao quantizes activations per tensor (another W8A8 variant)",
+        loadavg=os.getloadavg()[0],
+    )  # fmt: skip
+    benchmark.pedantic(run, rounds=max(30, copies), iterations=1, warmup_rounds=2)

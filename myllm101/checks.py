@@ -447,3 +447,237 @@ def expect_token_id(token_id: Any, n_vocab: int, is_known: Any) -> int:
             f"valid ids are 0..{n_vocab - 1} minus unused ones)"
         )
     return token_id
+
+
+# --------------------------------------------------------------------------------------------------
+# gptq: one-shot second-order int4 quantization (reference/gptq.py and fast/gptq.py)
+
+
+def expect_int4_group(in_features: int, group_size: int) -> None:
+    """An int4 group is an even number of input columns that divides ``in_features``."""
+    if (
+        isinstance(group_size, bool)
+        or not isinstance(group_size, int)
+        or group_size <= 0
+        or group_size % 2
+        or in_features % group_size
+    ):
+        raise ValueError(
+            f"group_size={group_size!r} must be an even int that divides in_features={in_features}"
+        )
+
+
+def check_gptq(w: Any, H: Any, group_size: int, damp: float, block_size: int) -> None:
+    """w (out, in) float, H (in, in) float, group_size even and dividing in, damp >= 0,
+    block_size an int >= 1."""
+    expect_float("w", w)
+    expect_ndim("w", w, 2)
+    expect_float("H", H)
+    in_features = w.shape[1]
+    if tuple(H.shape) != (in_features, in_features):
+        raise ValueError(
+            f"H: expected shape ({in_features}, {in_features}) (square, in_features of w), "
+            f"got {tuple(H.shape)}"
+        )
+    expect_int4_group(in_features, group_size)
+    if not damp >= 0:
+        raise ValueError(f"damp: expected a value >= 0, got {damp}")
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size: expected an int >= 1, got {block_size!r}")
+
+
+def check_hessian_update(H: Any, n: int, x: Any) -> None:
+    """H (in, in) float or None, n >= 0 rows seen so far, x (..., in) float."""
+    expect_float("x", x)
+    if len(x.shape) == 0:
+        raise ValueError(f"x: expected shape (..., in), got {tuple(x.shape)}")
+    if H is not None:
+        expect_float("H", H)
+        expect_shape("H", H, (x.shape[-1], x.shape[-1]))
+    if isinstance(n, bool) or not hasattr(n, "__index__") or n < 0:
+        raise ValueError(f"n: expected an int >= 0 (calibration rows so far), got {n!r}")
+
+
+def gptq_not_positive_definite(damp: float) -> ValueError:
+    """The error when H + damp * mean(diag H) * I has no Cholesky factor (the caller raises it)."""
+    return ValueError(
+        f"H + damp * mean(diag H) * I is not positive definite (damp={damp}); collect more "
+        f"calibration rows or raise damp"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# quantization: whole-model schemes, skip patterns, the config.json entry (myllm101/quant/)
+
+
+def check_skip_patterns(skip: Any) -> tuple[str, ...]:
+    """``skip``: a list/tuple of module names or glob patterns (not one bare string) -> tuple."""
+    if isinstance(skip, str) or not isinstance(skip, (list, tuple)):
+        raise ValueError(
+            f"skip: expected a list of module names or glob patterns, got {type(skip).__name__} "
+            f"{skip!r:.60}"
+        )
+    for i, p in enumerate(skip):
+        if not isinstance(p, str) or not p:
+            raise ValueError(f"skip[{i}]: expected a non-empty string, got {p!r:.60}")
+    return tuple(skip)
+
+
+def check_quantization_entry(
+    entry: Any, schemes: Sequence[str], where: str = "quantization"
+) -> None:
+    """The "quantization" object of a model directory's config.json: {"scheme": one of
+    ``schemes``, "skip": [str], "group_size": int or null, "modules": [str, ...] (non-empty,
+    unique), "base": str or null}."""
+    if not isinstance(entry, dict):
+        raise ValueError(f'{where}: "quantization": expected an object, got {type(entry).__name__}')
+    keys = {"scheme", "skip", "group_size", "modules", "base"}
+    if set(entry) - keys or not {"scheme", "modules"} <= set(entry):
+        raise ValueError(
+            f'{where}: "quantization": expected keys {sorted(keys)} (scheme and modules '
+            f"required), got {sorted(entry)}"
+        )
+    if entry["scheme"] not in schemes:
+        raise ValueError(
+            f'{where}: "quantization.scheme": expected one of {", ".join(schemes)}, '
+            f"got {entry['scheme']!r:.60}"
+        )
+    modules = entry["modules"]
+    if (
+        not isinstance(modules, list)
+        or not modules
+        or not all(isinstance(m, str) and m for m in modules)
+        or len(set(modules)) != len(modules)
+    ):
+        raise ValueError(
+            f'{where}: "quantization.modules": expected a non-empty list of unique module names, '
+            f"got {modules!r:.80}"
+        )
+    check_skip_patterns(entry.get("skip", []))
+    g = entry.get("group_size")
+    if g is not None and (isinstance(g, bool) or not isinstance(g, int) or g <= 0):
+        raise ValueError(
+            f'{where}: "quantization.group_size": expected a positive int or null, got {g!r}'
+        )
+    base = entry.get("base")
+    if base is not None and not isinstance(base, str):
+        raise ValueError(
+            f'{where}: "quantization.base": expected a string or null, got {base!r:.60}'
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# lora adapters: PEFT-format adapter directories (finetune/adapters.py)
+
+# options a PEFT LoRA config may set that our LoRALinear does not implement -> the value we need
+ADAPTER_UNSUPPORTED = {
+    "use_dora": False,
+    "use_rslora": False,  # scale alpha / sqrt(r) instead of alpha / r
+    "bias": "none",
+    "rank_pattern": {},
+    "alpha_pattern": {},
+    "modules_to_save": None,
+    "lora_bias": False,  # a trainable bias on lora_B
+    "use_qalora": False,
+}
+
+
+def check_adapter_config(cfg: Any, source: str) -> None:
+    """A PEFT ``adapter_config.json`` (already parsed) that our LoRA can load: peft_type LORA,
+    r an int >= 1, lora_alpha a number, lora_dropout in [0, 1), no option we do not implement."""
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{source}: expected a JSON object, got {type(cfg).__name__}")
+    if cfg.get("peft_type") != "LORA":
+        raise ValueError(f"{source}: peft_type: expected 'LORA', got {cfg.get('peft_type')!r}")
+    for key in ("r", "lora_alpha"):
+        if key not in cfg:
+            raise ValueError(f"{source}: expected the key {key!r}, it is missing")
+    r, alpha = cfg["r"], cfg["lora_alpha"]
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ValueError(f"{source}: r: expected an int >= 1, got {r!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        raise ValueError(f"{source}: lora_alpha: expected a finite number, got {alpha!r}")
+    dropout = cfg.get("lora_dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+        raise ValueError(f"{source}: lora_dropout: expected a number in [0, 1), got {dropout!r}")
+    expect_in_range(f"{source}: lora_dropout", dropout, 0.0, 1.0)
+    for key, need in ADAPTER_UNSUPPORTED.items():
+        got = cfg.get(key, need)
+        if got != need and not (need is None and not got):
+            raise ValueError(
+                f"{source}: {key}: expected {need!r} (the only value our LoRA implements), "
+                f"got {got!r}"
+            )
+
+
+def check_adapter_factors(factors: dict[str, set], source: str) -> None:
+    """{module name: {"lora_A", "lora_B"}}: every adapted module has both factors, and one exists."""
+    if not factors:
+        raise ValueError(f"{source}: expected LoRA tensors (lora_A / lora_B), found none")
+    for name, have in sorted(factors.items()):
+        missing = sorted({"lora_A", "lora_B"} - set(have))
+        if missing:
+            raise ValueError(
+                f"{source}: module {name!r}: expected lora_A and lora_B, {missing} missing"
+            )
+
+
+def check_adapter_tensor(key: str, t: Any, shape: Sequence[int], source: str) -> None:
+    """One lora_A (r, in) / lora_B (out, r) tensor against the layer it adapts; a float dtype."""
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(
+            f"{source}: {key}: expected shape {tuple(shape)} (r and this model's layer), "
+            f"got {tuple(t.shape)}"
+        )
+    expect_float(f"{source}: {key}", t)
+
+
+# --------------------------------------------------------------------------------------------------
+# int4: group-wise symmetric weight-only quantization (reference/int4.py, fast/int4.py,
+# kernels/int4_matmul.py); the group-size rule is ``expect_int4_group`` in the gptq section above
+
+INT4_MIN, INT4_MAX = -8, 7  # q in [-8, 7]; round-to-nearest with scale = absmax / 7 never gives -8
+
+
+def check_int4_weight(w: Any, group_size: int) -> None:
+    """w (out, in) float with ``group_size`` even and dividing in."""
+    expect_float("w", w)
+    expect_ndim("w", w, 2)
+    expect_int4_group(w.shape[1], group_size)
+
+
+def check_int4_codes(q: Any) -> None:
+    """q (out, in) int8 with an even in (two codes per byte) and every value in [-8, 7]."""
+    expect_dtype("q", q, ("int8",))
+    expect_ndim("q", q, 2)
+    if q.shape[1] % 2:
+        raise ValueError(
+            f"q: expected an even number of columns (two int4 codes per byte), got shape "
+            f"{tuple(q.shape)}"
+        )
+    bad = (q < INT4_MIN) | (q > INT4_MAX)
+    if bool(bad.any()):
+        raise ValueError(
+            f"q: expected int4 codes in [{INT4_MIN}, {INT4_MAX}], got {int(q[bad][0])}"
+        )
+
+
+def check_int4_packed(packed: Any, scale: Any, group_size: int) -> None:
+    """packed (out, in // 2) uint8, scale (out, in // group_size) float, group_size even and
+    dividing in (= 2 * packed.shape[1])."""
+    expect_dtype("packed", packed, ("uint8",))
+    expect_ndim("packed", packed, 2)
+    out_features, in_features = packed.shape[0], 2 * packed.shape[1]
+    expect_int4_group(in_features, group_size)
+    expect_float("scale", scale)
+    expect_shape("scale", scale, (out_features, in_features // group_size))
+
+
+def check_int4_linear(x: Any, packed: Any, scale: Any, group_size: int, b: Any) -> None:
+    """x (..., in) float, the packed weight and its scales (``check_int4_packed``), b (out,) or
+    None."""
+    check_int4_packed(packed, scale, group_size)
+    expect_float("x", x)
+    expect_dim("x", x, -1, 2 * packed.shape[1], "in features: 2 x the columns of packed")
+    if b is not None:
+        expect_shape("b", b, (packed.shape[0],))

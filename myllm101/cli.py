@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     from myllm101.hub import cli as hub_cli
 
     hub_cli.add_subparsers(sub)
+
+    from myllm101.quant import cli as quant_cli
+
+    quant_cli.add_subparsers(sub)
     return p
 
 

@@ -11,10 +11,15 @@ bf16 check), and every choice says why it was made.
     choose_train_dtype("auto", dev) -> Choice("bf16" | "float32" | "fp16", reason)
     choose_inference_dtype("auto")  -> Choice("bf16" | "fp32", reason)
     int8_matmul_backend(dev)        -> "int_mm" | "fp32_exact"
+    int4_matmul_backend(dev, rows)  -> "int4pack" | "dequantize" (MYLLM101_INT4_KERNEL forces one)
+    int8_linear_kernel(mode, dev)   -> Choice(kernel of fast.int8.Int8Linear for "weight_only" | "w8a8")
     matmul_peak_flops(dev, dtype)   -> FLOP/s of a square torch.mm: the MFU denominator
 
 Forcing a branch (tests, or a user who knows better): ``MYLLM101_NATIVE_BF16=0|1`` and
-``MYLLM101_NATIVE_INT8=0|1`` override what the CPU queries say.
+``MYLLM101_NATIVE_INT8=0|1`` override what the CPU queries say. ``MYLLM101_INT8_KERNEL=name``
+forces one ``Int8Linear`` kernel by name (``INT8_KERNELS``; a mode that lacks the name keeps its own
+choice): e.g. ``dequantize`` or ``fbgemm_fp16`` for weight_only, ``int_mm``, ``fp32_exact``,
+``fbgemm_fp16_exact`` or ``fbgemm_int8`` for w8a8.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import functools
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -33,7 +39,12 @@ BF16_ENV, INT8_ENV = "MYLLM101_NATIVE_BF16", "MYLLM101_NATIVE_INT8"
 _AVX512_CAPABILITIES = ("AVX512", "AVX512_BF16", "AVX512_VNNI", "AMX")
 # environment variables that make torch / oneDNN use fewer CPU features than the CPU has (they
 # emulate an older CPU: a report made under them says so)
-_LIMIT_ENVS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+_LIMIT_ENVS = (
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "FBGEMM_ENABLE_INSTRUCTIONS",  # fbgemm (quantized / fp16-packed linears) ignores the others
+)
 
 
 @dataclass(frozen=True)
@@ -229,6 +240,127 @@ def int8_matmul_backend(device=None) -> str:
     # whole hardware() record with its CUDA and thread queries
     flags, capability, _, _ = _static_facts()
     return "int_mm" if _native_int8(flags, capability)[0] else "fp32_exact"
+
+
+KERNEL_ENV = "MYLLM101_INT8_KERNEL"
+# every kernel fast.int8.Int8Linear can run, per mode; each keeps its mode's semantics exactly
+INT8_KERNELS = {
+    "weight_only": ("dequantize", "fbgemm_fp16", "int8pack"),
+    "w8a8": ("int_mm", "fp32_exact", "fbgemm_fp16_exact", "fbgemm_int8"),
+}
+
+
+def _fbgemm_available() -> bool:
+    """fbgemm (x86 CPUs) runs torch's quantized and fp16-packed linears."""
+    return "fbgemm" in torch.backends.quantized.supported_engines
+
+
+@functools.cache
+def _fbgemm_int8_exact() -> bool:
+    """Does fbgemm's uint8 x int8 GEMM sum in int32 without saturating here? With VNNI (vpdpbusd)
+    it does; its AVX2 kernel adds pairs of u8*s8 products in int16 (vpmaddubsw) and clips them.
+    Asked of fbgemm itself: 255 * 127 + 255 * 127 = 64770 clips to 32767 without VNNI."""
+    if not _fbgemm_available():
+        return False
+    try:
+        q = torch.full((1, 4), 127, dtype=torch.int8)  # (out, in + 2 padding columns)
+        q[0, 2:] = 0
+        zero = torch.zeros(1, dtype=torch.long)
+        with warnings.catch_warnings():  # torch 2.13 warns that quantized tensors are deprecated
+            warnings.simplefilter("ignore", UserWarning)
+            qw = torch._make_per_channel_quantized_tensor(q, torch.ones(1).double(), zero, 0)
+        x = torch.tensor([[127.0, 127.0, -128.0, 127.0]])  # uint8 = x + 128: 255, 255
+        y = torch.ops.quantized.linear_dynamic(
+            x, torch.ops.quantized.linear_prepack(qw, None), False
+        )
+        return float(y[0, 0]) == 2 * 127 * 127
+    except Exception:  # an engine that refuses: not exact as far as we know
+        return False
+
+
+def int8_linear_kernel(mode: str, device=None) -> Choice:
+    """The kernel ``fast.int8.Int8Linear`` runs for ``mode`` on float32 CPU inputs (anything else:
+    float64, autograd, autocast, CUDA, takes the generic path of its mode). Measured with SmolLM2's
+    decode shapes (fast/int8.py's docstring has the table):
+
+    weight_only (x @ (q * scale).T in float):
+      "fbgemm_fp16": q stored as float16 (exact: |q| <= 127) in fbgemm's packed layout, float32
+                     activations and sums, times scale after: 1.5-3x float32 at M=1..8 on both CPU
+                     kinds (half the bytes of a float32 weight). Where fbgemm exists (x86).
+      "dequantize":  q * scale as a float weight each call, then F.linear (anywhere else);
+      "int8pack":    ``torch._weight_int8pack_mm``: never picked, ~0.1x float32 here.
+    w8a8 (per-token int8 activations, exact int32 sums):
+      "fbgemm_int8":       fbgemm's dynamic int8 linear, its activation quantization made exact
+                           (see fast/int8.py): ~2x ``_int_mm``, where fbgemm sums without
+                           saturating (VNNI; asked of fbgemm by a probe, ``_fbgemm_int8_exact``);
+      "int_mm":            ``torch._int_mm`` where the CPU has int8 dot products but fbgemm does
+                           not use them (and on CUDA);
+      "fbgemm_fp16_exact": the codes as float16 / float32 through fbgemm's fp16 GEMM in K-chunks
+                           of 1024 (every partial sum an integer <= 2**24: exact) on CPUs without
+                           int8 dot products, where ``_int_mm`` is ~20x slower than float32;
+      "fp32_exact":        the same with float32 GEMMs on int8 converted each call (no fbgemm).
+    ``MYLLM101_INT8_KERNEL=name`` forces a kernel of ``INT8_KERNELS[mode]``.
+    """
+    if mode not in INT8_KERNELS:
+        raise ValueError(f"mode: expected one of {tuple(INT8_KERNELS)}, got {mode!r}")
+    forced = os.environ.get(KERNEL_ENV, "").strip().lower()
+    if forced:
+        every = sorted({k for names in INT8_KERNELS.values() for k in names})
+        if forced not in every:
+            raise ValueError(f"{KERNEL_ENV}: expected one of {', '.join(every)}, got {forced!r}")
+        if forced in INT8_KERNELS[mode]:
+            return Choice(forced, f"forced by {KERNEL_ENV}={forced}")
+    if _device_type(device) == "cuda":
+        kernel = "dequantize" if mode == "weight_only" else "int_mm"
+        return Choice(kernel, "CUDA: F.linear / torch._int_mm (or the Triton kernels)")
+    fbgemm = _fbgemm_available()
+    if mode == "weight_only":
+        if fbgemm:
+            return Choice("fbgemm_fp16", "fbgemm: int8 codes as exact fp16, half the bytes of fp32")
+        return Choice("dequantize", "no fbgemm on this CPU: dequantize, then a float32 GEMM")
+    if int8_matmul_backend(device) == "int_mm":
+        if _fbgemm_int8_exact():
+            return Choice("fbgemm_int8", "fbgemm sums int8 products exactly (VNNI) and fastest")
+        return Choice("int_mm", "int8 dot products, but fbgemm's int8 GEMM would saturate here")
+    if fbgemm:
+        return Choice("fbgemm_fp16_exact", "no int8 dot products: exact fp16-stored codes")
+    return Choice("fp32_exact", "no int8 dot products and no fbgemm: exact float32 chunks")
+
+
+INT4_KERNEL_ENV = "MYLLM101_INT4_KERNEL"
+INT4_KERNELS = ("int4pack", "dequantize")  # what fast.int4.Int4Linear can run on a CPU
+
+
+def int4_matmul_backend(device=None, rows: int = 1) -> str:
+    """How ``fast.int4.Int4Linear`` multiplies ``rows`` activation rows by its int4 weight on
+    ``device`` (float32 / bfloat16 CPU inference; benchmarks/test_int4.py measures both):
+
+    "int4pack":   torch's ``_weight_int4pack_mm_for_cpu`` on bf16 activations, its weight layout
+                  converted once from ours. Vectorized for AVX2 and AVX-512 (its float32-activation
+                  path is scalar, ~20-100x slower: never used). Measured through Int4Linear, one
+                  thread, SmolLM2's 1536x576 / 576x1536 and 2048^2, vs a cache-warm float32
+                  F.linear: AVX-512 0.7-1.6x at M = 1, 1.1-2.3x at M = 8, 0.8-1.1x at M = 128;
+                  under ATEN_CPU_CAPABILITY=avx2 0.4-0.6x, 0.8-1.5x, 0.5-0.6x; and 1.1-30x faster
+                  than the dequantizing fallback everywhere (most at decode).
+    "dequantize": q * scale expanded to a float weight on every call, then F.linear: where torch
+                  lacks the op, where its kernel is scalar (ATEN_CPU_CAPABILITY=default: 100x+
+                  slower at M = 128) and on CUDA (where the Triton kernel usually runs).
+    ``rows`` (activation rows per call) is kept for a per-size choice; none is needed so far.
+
+    ``MYLLM101_INT4_KERNEL=int4pack|dequantize`` forces one (where int4pack cannot run the shape,
+    fast/int4.py still falls back).
+    """
+    forced = os.environ.get(INT4_KERNEL_ENV, "").strip().lower()
+    if forced:
+        if forced not in INT4_KERNELS:
+            raise ValueError(
+                f"{INT4_KERNEL_ENV}: expected one of {', '.join(INT4_KERNELS)}, got {forced!r}"
+            )
+        return forced
+    if _device_type(device) == "cuda" or not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
+        return "dequantize"
+    capability = _static_facts()[1]
+    return "int4pack" if capability in (*_AVX512_CAPABILITIES, "AVX2") else "dequantize"
 
 
 def matmul_peak_size(device=None, dtype=torch.float32) -> int:

@@ -11,9 +11,12 @@ from myllm101.fast import int8 as fast
 from myllm101.reference import int8 as ref
 from parity_tests.helpers import (
     TOL,
+    assert_catches_planted_error,
     assert_close,
+    assert_within,
     check_finite_differences,
     dtypes,
+    reduction_error,
     rng_array,
     seeds,
     to_torch,
@@ -286,3 +289,166 @@ def test_bad_input():
         ref.int8_linear_backward(np.ones((2, 4)), cache)
     with pytest.raises(ValueError, match=r"mode: expected one of .*, got 'int4'"):
         fast.Int8Linear.from_linear(torch.nn.Linear(4, 3), mode="int4")
+
+
+# ---- Int8Linear's CPU kernels (device.int8_linear_kernel), each forced ----
+
+from myllm101 import device  # noqa: E402
+
+WEIGHT_ONLY_KERNELS, W8A8_KERNELS = device.INT8_KERNELS["weight_only"], device.INT8_KERNELS["w8a8"]
+
+
+def _module(d_in, d_out, mode, per_channel, bias, seed):
+    g = torch.Generator().manual_seed(seed)
+    linear = torch.nn.Linear(d_in, d_out, bias=bias)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(d_out, d_in, generator=g) * 0.05)
+    return fast.Int8Linear.from_linear(linear, mode=mode, per_channel=per_channel)
+
+
+@pytest.mark.parametrize("kernel", WEIGHT_ONLY_KERNELS + W8A8_KERNELS)
+@given(
+    m=st.integers(1, 9),
+    # K past 1024 and 2048: the exact kernels' K-chunks (fbgemm_fp16_exact, fp32_exact)
+    d_in=st.sampled_from([1, 7, 64, 576, 1025, 2100]),
+    d_out=st.integers(1, 40),
+    per_channel=st.booleans(),
+    bias=st.booleans(),
+    seed=seeds,
+)
+def test_int8_linear_kernels_match_the_reference(kernel, m, d_in, d_out, per_channel, bias, seed):
+    """Every kernel, forced by MYLLM101_INT8_KERNEL, on this CPU: w8a8 kernels give bit-identical
+    outputs (the same int8 codes, the same exact int32 sums, the same float rescale); weight-only
+    kernels sum in float32 in their own order (fbgemm's fp16 GEMM, _weight_int8pack_mm apply the
+    scale after the sum): each element within float32 rounding of the reference, bounded per
+    element as every matmul parity test here (helpers.py (S')), shown to reject a planted error."""
+    mode = "weight_only" if kernel in WEIGHT_ONLY_KERNELS else "w8a8"
+    if kernel == "fbgemm_int8" and not device._fbgemm_int8_exact():
+        pytest.skip("fbgemm's int8 GEMM saturates int16 pair sums on this CPU (no VNNI)")
+    layer = _module(d_in, d_out, mode, per_channel, bias, seed)
+    x = torch.randn(m, 3, d_in, generator=torch.Generator().manual_seed(seed + 1))
+    with pytest.MonkeyPatch.context() as mp, torch.no_grad():
+        mp.setenv(device.KERNEL_ENV, kernel)
+        assert layer.cpu_kernel(x) == (None if kernel == "dequantize" else kernel)
+        got = layer(x)
+    x64 = x.double().numpy()
+    w_q, w_scale = layer.weight_q.numpy(), layer.weight_scale.numpy()
+    b = None if layer.bias is None else layer.bias.numpy()
+    assert got.dtype == torch.float32 and got.shape == (m, 3, d_out)
+    if mode == "w8a8":
+        want = fast.w8a8_linear(x, layer.weight_q, layer.weight_scale, layer.bias, kernels="off")
+        assert torch.equal(got, want), f"{kernel}: not bit-identical to w8a8_linear"
+        # and the fast twin of the NumPy reference (float32 throughout): same element-wise math
+        want_ref = ref.w8a8_linear_forward(x.numpy(), w_q, w_scale, b)
+        assert_close(got, want_ref, rtol=4 * 2**-24, atol=0, name=f"{kernel} vs reference")
+        return
+    want = ref.int8_linear_forward(x64, w_q, w_scale.astype(np.float64), b)[0]
+    check = _weight_only_check(x64, w_q, w_scale, b, got.numpy(), kernel)
+    check(want)
+    assert_catches_planted_error(check, want, "float32")
+
+
+def _weight_only_check(x64, w_q, w_scale, b, got, name):
+    """helpers.py's per-element bound for a float32 dot product of d_in terms x * (q * scale), each
+    term carrying two more roundings (q * scale, or the scale applied after the sum)."""
+    w = ref.dequantize(w_q, w_scale.astype(np.float64))  # (out, in)
+    terms = x64[..., None, :] * w  # (..., out, in)
+    est = reduction_error(terms, -1, "float32", term_errors=2 * 2.0**-24 * np.abs(terms))
+    if b is not None:
+        est = est + 2.0**-24 * np.abs(b)
+    return lambda want: assert_within(got, want, est, name=f"{name} y")
+
+
+@pytest.mark.parametrize("native_int8", ["1", "0"])
+@pytest.mark.parametrize("mode", ["weight_only", "w8a8"])
+def test_int8_linear_dispatch_follows_device(monkeypatch, mode, native_int8):
+    """MYLLM101_NATIVE_INT8 picks the w8a8 family (int8 dot products or exact float chunks);
+    the weight-only kernel does not depend on it. The module runs what device.py says."""
+    monkeypatch.delenv(device.KERNEL_ENV, raising=False)
+    monkeypatch.setenv(device.INT8_ENV, native_int8)
+    choice = device.int8_linear_kernel(mode).value
+    fbgemm = device._fbgemm_available()
+    if mode == "weight_only":
+        assert choice == ("fbgemm_fp16" if fbgemm else "dequantize")
+    elif native_int8 == "1":
+        assert choice == ("fbgemm_int8" if device._fbgemm_int8_exact() else "int_mm")
+    else:
+        assert choice == ("fbgemm_fp16_exact" if fbgemm else "fp32_exact")
+    layer = _module(16, 4, mode, True, True, 0)
+    x = torch.randn(2, 16)
+    assert layer.cpu_kernel(x) == (None if choice == "dequantize" else choice)
+    # float64, autograd (weight-only) and empty inputs take the generic path of the mode
+    assert layer.cpu_kernel(x.double()) is None and layer.cpu_kernel(x[:0]) is None
+    if mode == "weight_only":
+        assert layer.cpu_kernel(x.requires_grad_()) is None
+        with torch.no_grad():
+            assert layer.cpu_kernel(x) == (None if choice == "dequantize" else choice)
+
+
+def test_int8_kernel_override_is_checked(monkeypatch):
+    monkeypatch.setenv(device.KERNEL_ENV, "int_mm")  # a w8a8 name: weight-only keeps its choice
+    monkeypatch.setenv(device.INT8_ENV, "0")
+    assert device.int8_linear_kernel("w8a8").value == "int_mm"
+    assert device.int8_linear_kernel("weight_only").reason.startswith("fbgemm") or (
+        device.int8_linear_kernel("weight_only").value == "dequantize"
+    )
+    monkeypatch.setenv(device.KERNEL_ENV, "int3")
+    with pytest.raises(ValueError, match="MYLLM101_INT8_KERNEL: expected one of .*, got 'int3'"):
+        device.int8_linear_kernel("w8a8")
+    with pytest.raises(ValueError, match=r"mode: expected one of .*, got 'int4'"):
+        device.int8_linear_kernel("int4")
+
+
+@pytest.mark.slow
+def test_fbgemm_int8_probe_sees_saturation():
+    """The probe device.py asks before trusting fbgemm's int8 GEMM: with fbgemm capped to AVX2 in
+    a fresh process it reports saturation; here it agrees with the CPU's VNNI flag."""
+    import subprocess
+    import sys
+
+    if not device._fbgemm_available():
+        pytest.skip("no fbgemm engine in this torch build")
+    code = "from myllm101 import device; print(device._fbgemm_int8_exact())"
+    env = {**__import__("os").environ, "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    flags = device._static_facts()[0]
+    assert device._fbgemm_int8_exact() == bool(flags.get("avx512_vnni"))
+
+
+@pytest.mark.parametrize("mode", ["weight_only", "w8a8"])
+def test_packed_weight_is_derived_not_saved(mode):
+    """state_dict keeps weight_q / weight_scale / bias only; the packed layout is rebuilt after
+    load_state_dict (and after an in-place edit), and survives deepcopy / torch.save by rebuilding."""
+    import copy
+    import io
+
+    layer, other = _module(64, 8, mode, True, True, 0), _module(64, 8, mode, True, True, 1)
+    x = torch.randn(3, 64)
+    kernel = layer.cpu_kernel(x)
+    if kernel is None:
+        pytest.skip("this CPU runs the generic path for this mode (no packed layout)")
+    with torch.no_grad():
+        before = layer(x)
+    assert set(layer.state_dict()) == {"weight_q", "weight_scale", "bias"}
+    packed = layer.packed_weight(kernel)
+    assert layer.packed_weight(kernel) is packed  # cached, not rebuilt per call
+    layer.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        after, want = layer(x), other(x)
+    assert torch.equal(after, want) and not torch.equal(after, before)
+    assert layer.packed_weight(kernel) is not packed
+    with torch.no_grad():
+        layer.weight_q.mul_(-1)  # an in-place edit bumps the version: rebuilt again
+        assert torch.allclose(layer(x) - layer.bias, -(want - other.bias), rtol=1e-5, atol=1e-6)
+    for clone in (copy.deepcopy(layer), _roundtrip(layer, io)):
+        with torch.no_grad():
+            assert torch.equal(clone(x), layer(x))
+
+
+def _roundtrip(module, io):
+    buf = io.BytesIO()
+    torch.save(module, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)

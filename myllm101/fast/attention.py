@@ -37,7 +37,7 @@ from myllm101.checks import (
     expect_ndim,
     expect_positive,
 )
-from myllm101.fast.linear import to_weight_dtype
+from myllm101.fast.linear import to_module_dtype
 from myllm101.fast.rope import RotaryEmbedding
 from myllm101.kernels.dispatch import kernel_supports, use_kernel
 
@@ -145,6 +145,8 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, n_kv_heads * D, **kw)
         self.v_proj = nn.Linear(d_model, n_kv_heads * D, **kw)
         self.o_proj = nn.Linear(n_heads * D, d_model, **kw)
+        # fast/fuse.py may replace q/k/v_proj by one (H + 2 Hkv) * D projection (inference only)
+        self.qkv_proj: nn.Linear | None = None
         self.rope = (
             None
             if rope_theta is None
@@ -171,10 +173,19 @@ class MultiHeadAttention(nn.Module):
         expect_dim("x", x, -1, self.d_model, "d_model")
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        x = to_weight_dtype(x, self.q_proj.weight)  # float32 residual, bf16 weights: cast once
-        q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
-        v = self.v_proj(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
+        if self.qkv_proj is None:
+            x = to_module_dtype(x, self.q_proj)  # float32 residual, bf16 weights: cast once
+            q, k, v = (
+                self.q_proj(x),
+                self.k_proj(x),
+                self.v_proj(x),
+            )  # (B, T, H*D), (B, T, Hkv*D) x2
+        else:  # fused (fast/fuse.py): one GEMM reads all three weights, its output split in views
+            x = to_module_dtype(x, self.qkv_proj)
+            q, k, v = self.qkv_proj(x).split((H * D, Hkv * D, Hkv * D), dim=-1)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
+        v = v.view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
         if self.rope is not None:
             q, k = self.rope(q, k, offset, position_ids)  # fast/rope.py: kernel or eager
         return self.o_proj(attend(q, k, v, key_padding_mask, causal, kv_cache))  # (B, T, C)

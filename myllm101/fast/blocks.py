@@ -7,6 +7,7 @@
     residual(x)                        embeddings entering the residual stream, in float32
     run_blocks(model, blocks, x, ...)  x through every block (gradient checkpointing if asked)
     run_blocks_cached(...)             the same, reading and extending a KV cache
+    keep_last(x, n)                    the last n positions only, for the LM head (prefill)
     causal_lm_loss(logits, labels)     next-token cross-entropy (labels shifted inside)
     shift_labels(labels)               labels[:, 1:] padded with -100: the targets of each position
     token_loss(logits, labels)         cross-entropy at every position (BERT's masked LM)
@@ -94,6 +95,18 @@ def run_blocks_cached(blocks: nn.ModuleList, x: torch.Tensor, mask, kv_cache, *a
         x = block(x, mask, kv_cache.layer(i), *args)
     kv_cache.advance(x.shape[1])
     return x
+
+
+def keep_last(x: torch.Tensor, logits_to_keep: int, labels=None) -> torch.Tensor:
+    """x (B, T, C) -> its last ``logits_to_keep`` positions (B, keep, C), or all of x for 0:
+    a prefill needs only the last position's logits (the LM head is the biggest GEMM)."""
+    if logits_to_keep < 0:
+        raise ValueError(f"logits_to_keep: expected an int >= 0 (0 = all), got {logits_to_keep}")
+    if logits_to_keep == 0:
+        return x
+    if labels is not None:
+        raise ValueError("logits_to_keep: expected 0 when labels are given (the loss needs all)")
+    return x[:, -logits_to_keep:]
 
 
 def shift_labels(labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

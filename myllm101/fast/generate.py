@@ -6,6 +6,12 @@ attends to every cached one, so a step costs O(T) attention instead of a full O(
     prefill:  logits = model(prompt, kv_cache=cache)             # cache holds T0 tokens
     decode:   logits = model(last_token, kv_cache=cache)         # cache grows by one per step
 
+Speed: the cache is allocated once at prompt + max_new_tokens and written in place (``update``
+copies into slices of it; the buffers never move). The prefill asks for the last position's
+logits only (``logits_to_keep=1``: the LM head is the largest GEMM); each decode step goes
+through ``model.decode_step`` where the model has one (fast/llama.py), the same logits without
+the per-layer checks and dispatch of ``forward``; ``fast/fuse.py`` fuses the projections too.
+
 Next-token choice, in Hugging Face's order: repetition penalty on the raw logits (a token seen in
 the row before is made less likely: a positive logit divided by the penalty, a negative one
 multiplied), then temperature (0 = greedy argmax), top-k, top-p (nucleus), and a draw from the
@@ -23,6 +29,7 @@ would alone: batched generation == one prompt at a time.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -328,6 +335,7 @@ def generation_steps(
     attention_mask: torch.Tensor | None = None,
     use_cache: bool = True,
     pad_token_id: int = 0,
+    fast_decode: bool = True,
 ) -> Iterator[Step]:
     """The loop behind ``generate`` and ``stream``: yields a ``Step`` per new token (see generate
     for the arguments). Stops early once every row has finished."""
@@ -348,12 +356,13 @@ def generation_steps(
     return _decode_loop(
         model, ids.to(device), mask.to(device), max_new_tokens, temperature, top_k, top_p,
         repetition_penalty, set(int(t) for t in stop_tokens), stop_strings, decode, seed, use_cache,
+        fast_decode,
     )  # fmt: skip
 
 
 def _decode_loop(
     model, ids, mask, max_new_tokens, temperature, top_k, top_p, penalty, stop_tokens,
-    stop_strings, decode, seed, use_cache,
+    stop_strings, decode, seed, use_cache, fast_decode,
 ) -> Iterator[Step]:  # fmt: skip
     B, T0 = ids.shape
     total = T0 + max_new_tokens
@@ -371,20 +380,27 @@ def _decode_loop(
     running = torch.ones(B, dtype=torch.bool, device=ids.device)
     new_tokens: list[list[int]] = [[] for _ in range(B)]
 
+    # a prefill needs the last position's logits only; the decode steps go through the model's
+    # lean ``decode_step`` when it has one (fast/llama.py), else its forward with the cache
+    keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    lean = fast_decode and cache is not None and hasattr(model, "decode_step")
     was_training = model.training
     model.eval()
     try:
         for step in range(max_new_tokens):
             end = T0 + step  # tokens so far (prompt + generated)
             start = 0 if cache is None or step == 0 else end - 1  # what the model has not seen
+            mask_so_far = real[:, :end] if padded else None
+            new_positions = positions[:, start:end] if padded else None
             # inference mode only around the work, never across the yield (the caller's code)
             with torch.inference_mode():
-                logits = model(
-                    seq[:, start:end],
-                    attention_mask=real[:, :end] if padded else None,
-                    position_ids=positions[:, start:end] if padded else None,
-                    kv_cache=cache,
-                ).logits[:, -1]  # (B, V)
+                if lean and step > 0:
+                    logits = model.decode_step(seq[:, start:end], cache, new_positions, mask_so_far)
+                else:
+                    logits = model(
+                        seq[:, start:end], attention_mask=mask_so_far,
+                        position_ids=new_positions, kv_cache=cache, **keep,
+                    ).logits[:, -1]  # (B, V)  # fmt: skip
                 if logits.dtype not in (torch.float32, torch.float64):
                     logits = logits.float()  # sample from bf16/fp16 logits in float32
                 scores = apply_repetition_penalty(logits, seq[:, :end], penalty, real[:, :end])
@@ -404,6 +420,11 @@ def _decode_loop(
         model.train(was_training)
 
 
+def _accepts(model: nn.Module, argument: str) -> bool:
+    """Does ``model.forward`` take ``argument`` (our GPT and Llama take logits_to_keep)?"""
+    return argument in inspect.signature(model.forward).parameters
+
+
 def generate(
     model: nn.Module,
     prompts,
@@ -419,6 +440,7 @@ def generate(
     attention_mask: torch.Tensor | None = None,
     use_cache: bool = True,
     pad_token_id: int = 0,
+    fast_decode: bool = True,
 ) -> list[int] | list[list[int]]:
     """Continue each prompt by up to ``max_new_tokens`` tokens; returns prompt + new ids.
 
@@ -430,12 +452,16 @@ def generate(
     stop_strings: a row ends once ``decode(its new ids)`` contains one of these strings.
     seed: draws come from a ``torch.Generator`` seeded with it (None: torch's global RNG).
     use_cache: False recomputes the whole sequence every step (same tokens, slower).
+    fast_decode: with the cache, steps after the prefill go through ``model.decode_step`` when the
+        model has one (fast/llama.py: the same logits, less work per step); False: through
+        ``model(...)`` with the cache, like every other step (for comparison).
     The prompt plus max_new_tokens must fit the model's block_size.
     """
     kw = dict(
         temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
         stop_tokens=stop_tokens, stop_strings=stop_strings, decode=decode, seed=seed,
         attention_mask=attention_mask, use_cache=use_cache, pad_token_id=pad_token_id,
+        fast_decode=fast_decode,
     )  # fmt: skip
     ids, mask, single = prepare_prompts(prompts, attention_mask, pad_token_id)
     rows = [ids[i][mask[i]].tolist() for i in range(ids.shape[0])]

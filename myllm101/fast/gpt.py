@@ -40,6 +40,7 @@ from myllm101.fast.blocks import (
     causal_lm_loss,
     check_model_inputs,
     init_gpt2_,
+    keep_last,
     residual,
     run_blocks,
     run_blocks_cached,
@@ -130,6 +131,7 @@ class GPT(nn.Module):
         labels: torch.Tensor | None = None,
         kv_cache=None,
         position_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> ModelOutput:
         """input_ids: (B, T) -> ModelOutput(logits (B, T, V), loss or None).
 
@@ -140,6 +142,8 @@ class GPT(nn.Module):
             keys/values are appended, and the cache's length grows by T.
         position_ids: (B, T) positions per row (left padding: cumsum(mask) - 1); None =
             past .. past + T - 1 for every row.
+        logits_to_keep: > 0: the logits of the last that many positions only (B, keep, V), what
+            a prefill needs (fast/generate.py); 0: all of them.
         """
         past = check_model_inputs(
             self.cfg, input_ids, attention_mask, labels, kv_cache, position_ids
@@ -153,7 +157,8 @@ class GPT(nn.Module):
             x = run_blocks(self, self.h, x, mask)
         else:
             x = run_blocks_cached(self.h, x, mask, kv_cache)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        x = keep_last(x, logits_to_keep, labels)
+        logits = self.lm_head(self.ln_f(x))  # (B, T or keep, V)
         loss = None if labels is None else causal_lm_loss(logits, labels)
         return ModelOutput(logits, loss)
 

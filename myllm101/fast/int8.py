@@ -17,9 +17,46 @@ Dispatch: when ``myllm101.kernels.use_kernel`` says so (CUDA tensors and triton,
 ``MYLLM101_KERNELS=on`` / ``kernels="on"``), ``int8_matmul`` runs the Triton GEMM of
 ``kernels/int8_matmul.py`` (any shape, no _int_mm limits) and ``w8a8_linear`` its fused variant
 that rescales in the epilogue (float16/bfloat16/float32 activations; float64 stays here).
+
+``Int8Linear`` on CPU float32 inference runs the kernel ``device.int8_linear_kernel`` names, on a
+weight layout prepared once (``prepare_int8_weight``), each keeping its mode's semantics exactly:
+weight_only "fbgemm_fp16" (the codes as exact fp16 in fbgemm's packed GEMM, float32 activations
+and sums, scale after), w8a8 "fbgemm_int8" (fbgemm's dynamic int8 linear with its activation
+quantization pinned to scale 1 / zero point 128: exact on VNNI), "int_mm", "fbgemm_fp16_exact"
+(codes in fp16, K-chunks of 1024: exact without int8 dot products) or "fp32_exact". Speed vs a
+float32 ``F.linear`` of the same shape (M rows x (out, in), weights rotated through >= 64 MB so they
+come from memory as in decode; 1 thread, 10th-percentile time on a shared 2-core AMD EPYC; "AVX2"
+= the same CPU under ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2,
+faithful for fbgemm and ATen kernels, not for ``_int_mm``, which a real AVX2 CPU runs ~20x slower
+than float32 (FACTS.md) but this capped oneDNN only ~2-3x; torch.ao = its dynamic int8 Linear):
+
+    shape (M)      | weight-only         | w8a8                           | torch.ao
+                   | dequant  fbgemm_fp16| int_mm  fbgemm_int8  fp16_exact| dynamic
+    AVX-512 VNNI   |                     |                                |
+    576x576 (1)    | 0.10     2.4        | 1.5     1.2          1.1       | 2.9
+    576x576 (8)    | 1.1      2.0        | 1.8     1.5          1.2       | 3.4
+    192x576 (1)    | 0.9      1.5        | 0.95    0.5          0.5       | 1.5
+    1536x576 (1)   | 1.3      3.4        | 1.9     2.4          2.1       | 4.3
+    576x1536 (8)   | 0.9      2.0        | 2.0     2.6          1.2       | 4.8
+    2048x2048 (1)  | 0.07     2.6        | 1.4     3.6          2.1       | 4.7
+    2048x2048 (8)  | 0.17     2.7        | 2.7     6.5          2.1       | 8.7
+    2048^2 (128)   | 0.7      1.1        | 5.0     4.7          0.9       | 12
+    AVX2 (capped)  |                     |                                |
+    576x576 (1)    | 0.10     2.4        | (0.4)   not exact    1.2       | 2.1
+    1536x576 (1)   | 1.2      3.1        | (0.4)   not exact    2.1       | 3.5
+    576x1536 (8)   | 0.9      2.1        | (0.5)   not exact    1.2       | 3.5
+
+Memory: "fbgemm_fp16" reads 2 bytes per weight at run time (the packed fp16 copy, kept beside the
+int8 buffers that are saved), so weight-only int8 halves the bytes decode streams against float32,
+not quarters them; the checkpoint on disk is int8. The w8a8 kernels read 1 byte per weight.
+torch._weight_int8pack_mm (weight-only) ran at 0.01-0.4x float32 everywhere and is never picked.
+torch.ao's kernel stays ahead (it quantizes activations per tensor in C++, a different W8A8);
+ours pays ~10-20 us of per-token quantization in Python per call.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +71,7 @@ from myllm101.checks import (
     expect_float,
     expect_ndim,
 )
-from myllm101.device import int8_matmul_backend
+from myllm101.device import int8_linear_kernel, int8_matmul_backend
 from myllm101.kernels.dispatch import kernel_supports, use_kernel
 
 EXACT_FP32_K = 1024  # int8 products <= 128 * 128 = 2**14, so a 1024-long float32 sum is exact
@@ -43,9 +80,14 @@ MODES = ("weight_only", "w8a8")
 
 def _quantize(v: torch.Tensor, absmax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """q = clip(round(v / scale), -127, 127) with scale = absmax / 127 (1 where absmax is 0)."""
+    codes, scale = _codes(v, absmax)
+    return codes.to(torch.int8), scale
+
+
+def _codes(v: torch.Tensor, absmax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_quantize``'s codes still in v's float dtype (integers in [-127, 127]), and the scale."""
     scale = torch.where(absmax > 0, absmax / QMAX, torch.ones_like(absmax))
-    q = torch.round(v / scale).clamp_(-QMAX, QMAX).to(torch.int8)
-    return q, scale
+    return torch.round(v / scale).clamp_(-QMAX, QMAX), scale
 
 
 @torch.no_grad()
@@ -169,11 +211,96 @@ def w8a8_linear(
     return y.reshape(*x.shape[:-1], w_q.shape[0])
 
 
+# ---- Int8Linear's CPU kernels: a weight layout prepared once, then one call per forward ----
+
+
+def prepare_int8_weight(kernel: str, w_q: torch.Tensor) -> object:
+    """The layout ``kernel`` (``device.INT8_KERNELS``) reads, built once from w_q (out, in) int8.
+    Scales stay outside: every kernel multiplies by them after its sum, as the reference does."""
+    if kernel == "fbgemm_fp16":  # |q| <= 127 is exact in float16: fbgemm's packed fp16 B
+        return torch.ops.quantized.linear_prepack_fp16(w_q.float(), None)
+    if kernel == "fbgemm_fp16_exact":  # one packed B per K-chunk: each chunk's sums exact
+        chunks = range(0, w_q.shape[1], EXACT_FP32_K)
+        return [
+            torch.ops.quantized.linear_prepack_fp16(w_q[:, k : k + EXACT_FP32_K].float(), None)
+            for k in chunks
+        ]
+    if kernel == "fbgemm_int8":
+        return _fbgemm_int8_prepack(w_q)
+    if kernel == "int_mm":  # the dense (in, out) operand _int_mm reads fastest
+        return _row_major(w_q.t())
+    return None  # fp32_exact, int8pack: read w_q as it is
+
+
+def _fbgemm_int8_prepack(w_q: torch.Tensor) -> object:
+    """fbgemm's packed int8 B for (out, in + 2): w_q and two zero columns (see int8_linear_packed),
+    scale 1 and zero point 0, so fbgemm returns the int32 sums as float32."""
+    out_features = w_q.shape[0]
+    padded = F.pad(w_q, (0, 2))  # (out, in + 2)
+    ones = torch.ones(out_features, dtype=torch.float64)
+    zeros = torch.zeros(out_features, dtype=torch.long)
+    with warnings.catch_warnings():  # torch 2.13 warns that quantized tensors are deprecated
+        warnings.simplefilter("ignore", UserWarning)
+        qw = torch._make_per_channel_quantized_tensor(padded, ones, zeros, 0)
+    return torch.ops.quantized.linear_prepack(qw, None)
+
+
+def _int8_sums(kernel: str, packed: object, x_q: torch.Tensor, w_q: torch.Tensor) -> torch.Tensor:
+    """Exact sum_k x_q[n, k] * w_q[o, k] -> (N, out), as float32 (rounded once, like int32 -> f32)."""
+    if kernel == "int_mm":
+        return torch._int_mm(x_q, packed).float()
+    if kernel == "fp32_exact":
+        return int8_matmul_fp32_exact(x_q, w_q).float()
+    if kernel == "fbgemm_fp16_exact":
+        x_f = x_q.float()
+        parts = [
+            torch.ops.quantized.linear_dynamic_fp16(
+                x_f[:, i * EXACT_FP32_K : (i + 1) * EXACT_FP32_K], p
+            )
+            for i, p in enumerate(packed)
+        ]  # each an exact integer <= 2**24 in float32
+        if len(parts) == 1:
+            return parts[0]
+        return torch.stack(parts).double().sum(0).float()  # exact in float64, then one rounding
+    # fbgemm_int8: fbgemm quantizes its float input per tensor, asymmetric uint8 with
+    # scale = (max - min) / 255. Two padding columns holding -128 and 127 (times zero weights) make
+    # max - min = 255: scale 1, zero point 128, so its uint8 is exactly x_q + 128 and its int32 sum
+    # (minus the zero point's share) exactly ours. Exact only without int16 saturation (VNNI).
+    x_p = F.pad(x_q, (0, 2))  # (N, in + 2) float codes
+    x_p[0, -2:] = _FBGEMM_RANGE
+    return torch.ops.quantized.linear_dynamic(x_p, packed, False)
+
+
+_FBGEMM_RANGE = torch.tensor([-128.0, 127.0])  # the padding pair: max - min = 255
+
+
+def int8_linear_packed(
+    x2: torch.Tensor, kernel: str, packed: object, w_q: torch.Tensor, w_scale: torch.Tensor, b=None
+) -> torch.Tensor:
+    """Int8Linear's CPU forward: x2 (N, in) float32 -> (N, out) float32 with ``kernel``'s
+    ``packed`` weight (``prepare_int8_weight``). weight_only kernels: x2 @ (w_q * w_scale).T + b;
+    w8a8 kernels: the same exact int32 sums and rescale as ``w8a8_linear``."""
+    scale = w_scale.to(x2.dtype)
+    if kernel == "fbgemm_fp16":
+        y = torch.ops.quantized.linear_dynamic_fp16(x2, packed) * scale  # (N, out)
+    elif kernel == "int8pack":
+        y = torch._weight_int8pack_mm(x2.contiguous(), w_q, scale.expand(w_q.shape[0]).contiguous())
+    else:  # quantize_per_token's codes: int8, except fbgemm_int8 which takes them as float
+        x_q, x_scale = _codes(x2, _row_absmax(x2))  # (N, in) float32 codes, (N, 1)
+        x_q = x_q if kernel == "fbgemm_int8" else x_q.to(torch.int8)
+        y = _int8_sums(kernel, packed, x_q, w_q) * (x_scale * scale)
+    return y if b is None else y + b.to(x2.dtype)
+
+
 class Int8Linear(nn.Module):
     """A linear layer whose weight is stored as int8 (buffers ``weight_q``, ``weight_scale``).
 
     mode "weight_only": dequantize the weight, float GEMM (saves memory, keeps activations exact).
     mode "w8a8": quantize activations per token too and run the GEMM in int8 (saves compute).
+
+    On CPU float32 inference the kernel is ``device.int8_linear_kernel(mode)``; its weight layout
+    (``prepare_int8_weight``) is built on first use and cached outside the state_dict, keyed by the
+    weight's storage and version, so ``load_state_dict`` or any in-place change rebuilds it.
     """
 
     def __init__(
@@ -195,6 +322,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_q", weight_q)  # (out, in) int8
         self.register_buffer("weight_scale", weight_scale)  # () or (out,)
         self.register_buffer("bias", bias)  # (out,) or None
+        self._packed: tuple[tuple, object] | None = None  # (key, layout): derived, never saved
 
     @classmethod
     @torch.no_grad()
@@ -206,7 +334,48 @@ class Int8Linear(nn.Module):
         bias = None if linear.bias is None else linear.bias.detach().clone()
         return cls(q, scale, bias, mode)
 
+    def cpu_kernel(self, x: torch.Tensor) -> str | None:
+        """The packed CPU kernel for ``x``, or None for the generic path of the mode (float64,
+        autograd, autocast, torch.compile, CUDA, Triton forced, empty input)."""
+        if x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0:
+            return None
+        if self.weight_q.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+            return None
+        if torch.compiler.is_compiling():
+            return None
+        if self.mode == "weight_only" and torch.is_grad_enabled() and x.requires_grad:
+            return None  # the generic path keeps the straight-through gradient
+        if self.mode == "w8a8" and use_kernel(x, kernels=self.kernels):
+            return None
+        kernel = int8_linear_kernel(self.mode, x.device).value
+        return None if kernel == "dequantize" else kernel
+
+    def packed_weight(self, kernel: str) -> object:
+        """``prepare_int8_weight(kernel, weight_q)``, built once per weight version."""
+        q = self.weight_q
+        key = (kernel, q.data_ptr(), q._version, tuple(q.shape))
+        if self._packed is None or self._packed[0] != key:
+            self._packed = (key, prepare_int8_weight(kernel, q))
+        return self._packed[1]
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._packed = None  # new weights: the layouts derived from the old ones go
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_packed"] = None  # fbgemm's packed objects are rebuilt, not pickled
+        return state
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = self.cpu_kernel(x)
+        if kernel is not None:
+            check_int8_linear(x, self.weight_q, self.weight_scale, self.bias)
+            x2 = x.reshape(-1, self.in_features)  # (N, in)
+            args = (self.weight_q, self.weight_scale, self.bias)
+            with torch.no_grad():
+                y = int8_linear_packed(x2, kernel, self.packed_weight(kernel), *args)
+            return y.reshape(*x.shape[:-1], self.out_features)
         if self.mode == "w8a8":
             return w8a8_linear(x, self.weight_q, self.weight_scale, self.bias, self.kernels)
         return int8_linear(x, self.weight_q, self.weight_scale, self.bias)

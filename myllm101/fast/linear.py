@@ -21,6 +21,13 @@ def to_weight_dtype(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return x.to(w.dtype) if x.dtype == torch.float32 and w.dtype in REDUCED_DTYPES else x
 
 
+def to_module_dtype(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """``to_weight_dtype(x, module.weight)``; a module without a ``weight`` tensor (a quantized
+    projection, LoRA over an int8 base) casts its input itself: x unchanged."""
+    w = getattr(module, "weight", None)
+    return to_weight_dtype(x, w) if isinstance(w, torch.Tensor) else x
+
+
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """x: (..., in), w: (out, in), b: (out,) or None -> (..., out)."""
     check_linear_shapes(x, w, b)

@@ -11,11 +11,22 @@ in float64 on ``.double()``, so they never appear in the state_dict.
 
 Generation: ``forward(ids, kv_cache=cache, position_ids=None)`` as in fast/gpt.py; RoPE rotates
 the new q and k at positions cache.length.. (or at ``position_ids``) before k joins the cache.
+``forward(..., logits_to_keep=1)`` computes the LM head for the last position only (a prefill).
+
+``decode_step(ids, cache)`` is the same computation for one new token per row, written for speed:
+a decoding step reads every weight once for a single token, so besides the weight reads its cost
+is Python and dispatch work per op, which ``forward`` spends on input checks, kernel dispatch
+queries, module hooks and RoPE table slicing in every layer. ``decode_step`` checks nothing (the
+caller, fast/generate.py, checked the prompt once), builds the RoPE rows and the padding mask
+once per step instead of once per layer, and calls the same torch ops in the same order, so
+its float32 logits are bitwise those of ``forward`` with the cache (tests/test_fast_decode.py).
+Quantized projections (any module in place of a Linear) are called as modules.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from myllm101.config import LlamaConfig
@@ -26,13 +37,14 @@ from myllm101.fast.blocks import (
     causal_lm_loss,
     check_model_inputs,
     init_gpt2_,
+    keep_last,
     residual,
     run_blocks,
     run_blocks_cached,
 )
 from myllm101.fast.dropout import Dropout
 from myllm101.fast.embedding import Embedding
-from myllm101.fast.linear import Linear
+from myllm101.fast.linear import Linear, to_weight_dtype
 from myllm101.fast.rmsnorm import RMSNorm
 
 
@@ -45,9 +57,14 @@ class LlamaMLP(nn.Module):
         self.gate_proj = Linear(C, I, bias=False)
         self.up_proj = Linear(C, I, bias=False)
         self.down_proj = Linear(I, C, bias=False)
+        # fast/fuse.py may replace gate/up_proj by one (2I, C) projection [gate | up] (inference)
+        self.gate_up_proj: nn.Linear | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))  # (B, T, C)
+        if self.gate_up_proj is None:
+            return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))  # (B, T, C)
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # (B, T, I) each: views of one GEMM
+        return self.down_proj(swiglu(gate, up))  # (B, T, C)
 
 
 class LlamaBlock(nn.Module):
@@ -88,6 +105,47 @@ class LlamaBlock(nn.Module):
         x = x + self.dropout(h)
         return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
 
+    def decode(self, x: torch.Tensor, cache, index: int, rot, mask) -> torch.Tensor:
+        """Llama.decode_step's layer ``index``: x (B, 1, C) -> (B, 1, C); the same ops as forward
+        (RMSNorm, projections, RoPE, cache append, SDPA, SwiGLU) without checks or dispatch."""
+        attn, mlp = self.self_attn, self.mlp
+        B, H, Hkv, D = x.shape[0], attn.n_heads, attn.n_kv_heads, attn.head_dim
+        h = rms_norm(self.input_layernorm, x)
+        if attn.qkv_proj is None:
+            q, k, v = project(attn.q_proj, h), project(attn.k_proj, h), project(attn.v_proj, h)
+        else:
+            q, k, v = project(attn.qkv_proj, h).split((H * D, Hkv * D, Hkv * D), dim=-1)
+        q = rotate(q.view(B, 1, H, D).transpose(1, 2), *rot)  # (B, H, 1, D)
+        k = rotate(k.view(B, 1, Hkv, D).transpose(1, 2), *rot)  # (B, Hkv, 1, D)
+        k, v = cache.update(index, k, v.view(B, 1, Hkv, D).transpose(1, 2))  # (B, Hkv, S, D)
+        # one query sees every cached key: only padding is masked (a row always sees itself)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=H != Hkv)
+        x = x + project(attn.o_proj, o.transpose(1, 2).reshape(B, 1, H * D))
+        h = rms_norm(self.post_attention_layernorm, x)
+        if mlp.gate_up_proj is None:
+            gate, up = project(mlp.gate_proj, h), project(mlp.up_proj, h)
+        else:
+            gate, up = project(mlp.gate_up_proj, h).chunk(2, dim=-1)
+        return x + project(mlp.down_proj, F.silu(gate) * up)
+
+
+def rms_norm(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` without its checks: what fast/rmsnorm.py computes on the torch path."""
+    return F.rms_norm(x, (x.shape[-1],), norm.weight.to(x.dtype), norm.eps)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, half: int):
+    """fast/rope.py ``apply_rope``'s formula with the signed sin table given."""
+    return torch.addcmul(x * cos.to(x.dtype), x.roll(half, dims=-1), signed_sin.to(x.dtype))
+
+
+def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A Linear's output without its per-call checks (``F.linear`` directly); any other module
+    (a quantized projection) through its own forward."""
+    if type(module) in (Linear, nn.Linear):
+        return F.linear(to_weight_dtype(x, module.weight), module.weight, module.bias)
+    return module(x)
+
 
 class Llama(nn.Module):
     def __init__(self, cfg: LlamaConfig):
@@ -109,9 +167,11 @@ class Llama(nn.Module):
         labels: torch.Tensor | None = None,
         kv_cache=None,
         position_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> ModelOutput:
         """input_ids: (B, T) -> ModelOutput(logits (B, T, V), loss or None); see GPT.forward
-        (attention_mask covers the cached tokens too; position_ids (B, T) are RoPE positions)."""
+        (attention_mask covers the cached tokens too; position_ids (B, T) are RoPE positions;
+        logits_to_keep > 0: logits of the last that many positions only, (B, keep, V))."""
         past = check_model_inputs(
             self.cfg, input_ids, attention_mask, labels, kv_cache, position_ids
         )
@@ -123,9 +183,41 @@ class Llama(nn.Module):
             x = run_blocks(self, self.layers, x, mask, None, position_ids)
         else:
             x = run_blocks_cached(self.layers, x, mask, kv_cache, position_ids, past)
-        logits = self.lm_head(self.norm(x))  # (B, T, V)
+        x = keep_last(x, logits_to_keep, labels)
+        logits = self.lm_head(self.norm(x))  # (B, T or keep, V)
         loss = None if labels is None else causal_lm_loss(logits, labels)
         return ModelOutput(logits, loss)
+
+    @torch.inference_mode()
+    def decode_step(
+        self,
+        input_ids: torch.Tensor,
+        kv_cache,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One token per row after a prefilled cache: input_ids (B, 1) -> logits (B, V).
+
+        Same arguments and result as ``forward(input_ids, attention_mask, kv_cache=kv_cache,
+        position_ids=position_ids).logits[:, -1]`` (see the module docstring), unchecked:
+        attention_mask (B, past + 1) bool, left padding only; position_ids (B, 1)."""
+        L = kv_cache.length  # tokens cached so far: the new one sits at position L
+        rope = self.layers[0].self_attn.rope  # every layer's tables are the same
+        if position_ids is None:
+            cos, sin = rope.cos[L : L + 1], rope.sin[L : L + 1]  # (1, D)
+        else:
+            cos, sin = rope.cos[position_ids][:, None], rope.sin[position_ids][:, None]  # (B,1,1,D)
+        half = rope.head_dim // 2
+        # RoPE's rotate_half sign on the table (fast/rope.py apply_rope), once for all layers
+        rot = (cos, torch.cat((-sin[..., :half], sin[..., half:]), dim=-1), half)
+        mask = None if attention_mask is None else attention_mask[:, None, None, :]  # (B,1,1,S)
+        x = residual(F.embedding(input_ids, self.embed_tokens.weight))  # (B, 1, C)
+        for i, layer in enumerate(self.layers):
+            x = layer.decode(x, kv_cache, i, rot, mask)
+        kv_cache.advance(1)
+        norm = self.norm
+        x = F.rms_norm(x, (x.shape[-1],), norm.weight.to(x.dtype), norm.eps)
+        return project(self.lm_head, x)[:, -1]  # (B, V)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

