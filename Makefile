@@ -61,7 +61,7 @@ bench: install data
 	$(BENCH) benchmarks/test_int4.py --benchmark-json=benchmarks/results/int4.json
 	$(PY) -m benchmarks.ratio_report benchmarks/results/int4.json --name INT4 --title "int4 linear"
 	$(BENCH) benchmarks/test_quant.py -k "not smoke" --benchmark-json=benchmarks/results/quant.json
-	$(PY) -m benchmarks.ratio_report benchmarks/results/quant.json --name QUANT --title "Quantization"
+	$(PY) -m benchmarks.quant_report benchmarks/results/quant.json
 
 # the reports again from the committed raw files, measuring nothing (after a report's code changes)
 RAW := benchmarks/results
@@ -72,6 +72,8 @@ reports: install
 	$(PY) -m benchmarks.ratio_report $(RAW)/training.raw.json --name TRAINING --title "Training"
 	$(PY) -m benchmarks.ratio_report $(RAW)/int8.raw.json --name INT8 --title "int8 matmul"
 	$(PY) -m benchmarks.ratio_report $(RAW)/hub.raw.json --name HUB --title "Pretrained models"
+	$(PY) -m benchmarks.ratio_report $(RAW)/decode.raw.json --name DECODE --title "Decode (fp32)"
+	$(PY) -m benchmarks.quant_report $(RAW)/quant.raw.json
 
 # on a CUDA machine: the kernel parity tests compiled for real (no interpreter), then the kernel
 # benchmark -> benchmarks/results/GPU.md + GPU.png (a few minutes); without CUDA both say so

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import ratio_report, raw, report, tokenizer_report
+from benchmarks import quant_report, ratio_report, raw, report, tokenizer_report
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results"
@@ -170,6 +170,8 @@ GENERATORS = {  # committed report -> (its raw file, the generator's arguments a
     "TRAINING.md": ("training.raw.json", ratio_report.main, ["--name", "TRAINING", "--title", "Training"]),
     "INT8.md": ("int8.raw.json", ratio_report.main, ["--name", "INT8", "--title", "int8 matmul"]),
     "HUB.md": ("hub.raw.json", ratio_report.main, ["--name", "HUB", "--title", "Pretrained models"]),
+    "DECODE.md": ("decode.raw.json", ratio_report.main, ["--name", "DECODE", "--title", "Decode (fp32)"]),
+    "QUANT.md": ("quant.raw.json", quant_report.main, []),
 }  # fmt: skip
 
 
