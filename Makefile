@@ -73,6 +73,7 @@ reports: install
 	$(PY) -m benchmarks.ratio_report $(RAW)/int8.raw.json --name INT8 --title "int8 matmul"
 	$(PY) -m benchmarks.ratio_report $(RAW)/hub.raw.json --name HUB --title "Pretrained models"
 	$(PY) -m benchmarks.ratio_report $(RAW)/decode.raw.json --name DECODE --title "Decode (fp32)"
+	$(PY) -m benchmarks.ratio_report $(RAW)/int4.raw.json --name INT4 --title "int4 linear"
 	$(PY) -m benchmarks.quant_report $(RAW)/quant.raw.json
 
 # on a CUDA machine: the kernel parity tests compiled for real (no interpreter), then the kernel

@@ -172,6 +172,7 @@ GENERATORS = {  # committed report -> (its raw file, the generator's arguments a
     "HUB.md": ("hub.raw.json", ratio_report.main, ["--name", "HUB", "--title", "Pretrained models"]),
     "DECODE.md": ("decode.raw.json", ratio_report.main, ["--name", "DECODE", "--title", "Decode (fp32)"]),
     "QUANT.md": ("quant.raw.json", quant_report.main, []),
+    "INT4.md": ("int4.raw.json", ratio_report.main, ["--name", "INT4", "--title", "int4 linear"]),
 }  # fmt: skip
 
 
