@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -130,16 +131,15 @@ def write_manifest(directory: Path, names=None) -> Path:
     return path
 
 
-def save_checkpoint(directory, model, model_cfg, train_cfg, training_state, trainer_state,
-                    tokenizer=None) -> Path:  # fmt: skip
-    """Write a whole checkpoint atomically to ``directory`` (replacing one that is there)."""
+def write_dir_atomically(directory, fill: Callable[[Path], None]) -> Path:
+    """``fill(tmp)`` writes the files into a fresh temporary folder beside ``directory``; then a
+    manifest over them, an fsync, and one rename onto ``directory`` (replacing one that is there).
+    Any failure removes the temporary folder and leaves ``directory`` as it was."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.parent / f"{TMP_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
     try:
-        save_model_files(tmp, model, model_cfg, train_cfg, tokenizer)
-        torch.save(training_state, tmp / "training_state.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
+        fill(tmp)
         write_manifest(tmp)
         _fsync_dir(tmp)
         _commit(tmp, directory)
@@ -147,26 +147,31 @@ def save_checkpoint(directory, model, model_cfg, train_cfg, training_state, trai
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def save_checkpoint(directory, model, model_cfg, train_cfg, training_state, trainer_state,
+                    tokenizer=None) -> Path:  # fmt: skip
+    """Write a whole checkpoint atomically to ``directory`` (replacing one that is there)."""
+
+    def fill(tmp: Path) -> None:
+        save_model_files(tmp, model, model_cfg, train_cfg, tokenizer)
+        torch.save(training_state, tmp / "training_state.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
+
+    return write_dir_atomically(directory, fill)
 
 
 def save_model_dir(directory, model, model_cfg, tokenizer=None, extra_config: dict | None = None,
                    extra_files=()) -> Path:  # fmt: skip
     """A model directory (config.json + ``extra_config``, model.safetensors, the tokenizer, copies
     of ``extra_files``, manifest.json over all of them), written atomically like a checkpoint."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f"{TMP_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
-    try:
+
+    def fill(tmp: Path) -> None:
         save_model_files(tmp, model, model_cfg, None, tokenizer, extra_config)
         for src in extra_files:
             shutil.copyfile(src, tmp / Path(src).name)
-        write_manifest(tmp)
-        _fsync_dir(tmp)
-        _commit(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+
+    return write_dir_atomically(directory, fill)
 
 
 def _commit(tmp: Path, directory: Path) -> None:
