@@ -45,7 +45,8 @@ from myllm101.fast.blocks import (
 from myllm101.fast.dropout import Dropout
 from myllm101.fast.embedding import Embedding
 from myllm101.fast.linear import Linear, to_weight_dtype
-from myllm101.fast.rmsnorm import RMSNorm
+from myllm101.fast.rmsnorm import RMSNorm, rms_norm
+from myllm101.fast.rope import rotate, signed_sin_table
 
 
 class LlamaMLP(nn.Module):
@@ -110,7 +111,7 @@ class LlamaBlock(nn.Module):
         (RMSNorm, projections, RoPE, cache append, SDPA, SwiGLU) without checks or dispatch."""
         attn, mlp = self.self_attn, self.mlp
         B, H, Hkv, D = x.shape[0], attn.n_heads, attn.n_kv_heads, attn.head_dim
-        h = rms_norm(self.input_layernorm, x)
+        h = rms_norm(x, self.input_layernorm.weight, self.input_layernorm.eps)
         if attn.qkv_proj is None:
             q, k, v = project(attn.q_proj, h), project(attn.k_proj, h), project(attn.v_proj, h)
         else:
@@ -121,22 +122,13 @@ class LlamaBlock(nn.Module):
         # one query sees every cached key: only padding is masked (a row always sees itself)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=H != Hkv)
         x = x + project(attn.o_proj, o.transpose(1, 2).reshape(B, 1, H * D))
-        h = rms_norm(self.post_attention_layernorm, x)
+        norm = self.post_attention_layernorm
+        h = rms_norm(x, norm.weight, norm.eps)
         if mlp.gate_up_proj is None:
             gate, up = project(mlp.gate_proj, h), project(mlp.up_proj, h)
         else:
             gate, up = project(mlp.gate_up_proj, h).chunk(2, dim=-1)
         return x + project(mlp.down_proj, F.silu(gate) * up)
-
-
-def rms_norm(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
-    """``norm(x)`` without its checks: what fast/rmsnorm.py computes on the torch path."""
-    return F.rms_norm(x, (x.shape[-1],), norm.weight.to(x.dtype), norm.eps)
-
-
-def rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, half: int):
-    """fast/rope.py ``apply_rope``'s formula with the signed sin table given."""
-    return torch.addcmul(x * cos.to(x.dtype), x.roll(half, dims=-1), signed_sin.to(x.dtype))
 
 
 def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -207,16 +199,13 @@ class Llama(nn.Module):
             cos, sin = rope.cos[L : L + 1], rope.sin[L : L + 1]  # (1, D)
         else:
             cos, sin = rope.cos[position_ids][:, None], rope.sin[position_ids][:, None]  # (B,1,1,D)
-        half = rope.head_dim // 2
-        # RoPE's rotate_half sign on the table (fast/rope.py apply_rope), once for all layers
-        rot = (cos, torch.cat((-sin[..., :half], sin[..., half:]), dim=-1), half)
+        rot = (cos, signed_sin_table(sin))  # RoPE's rotate_half sign, once for all layers
         mask = None if attention_mask is None else attention_mask[:, None, None, :]  # (B,1,1,S)
         x = residual(F.embedding(input_ids, self.embed_tokens.weight))  # (B, 1, C)
         for i, layer in enumerate(self.layers):
             x = layer.decode(x, kv_cache, i, rot, mask)
         kv_cache.advance(1)
-        norm = self.norm
-        x = F.rms_norm(x, (x.shape[-1],), norm.weight.to(x.dtype), norm.eps)
+        x = rms_norm(x, self.norm.weight, self.norm.eps)
         return project(self.lm_head, x)[:, -1]  # (B, V)
 
     def num_parameters(self) -> int:

@@ -26,6 +26,12 @@ def rmsnorm(
         from myllm101.kernels.rmsnorm import rmsnorm as rmsnorm_kernel  # imports triton
 
         return rmsnorm_kernel(x, weight.to(x.dtype), eps)
+    return rms_norm(x, weight, eps)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``rmsnorm``'s torch path, unchecked (the decode step's, fast/llama.py): torch's fused kernel
+    with the weight in x's dtype."""
     return F.rms_norm(x, (x.shape[-1],), weight.to(x.dtype), eps)
 
 

@@ -58,17 +58,27 @@ def apply_rope(
     ``kernels``: auto|on|off (None = $MYLLM101_KERNELS), see the module docstring.
     """
     check_rope(x, cos, sin)
-    D = x.shape[-1]
     if kernel_supports(x) and use_kernel(x, cos, sin, kernels=kernels):
         from myllm101.kernels.rope import apply_rope as rope_kernel  # imports triton
 
         # the same rounding of the tables as below, so both paths compute the same function
         return rope_kernel(x, cos.to(x.dtype), sin.to(x.dtype))
-    half = D // 2
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    # rotate_half(x) * sin == roll(x, half) * [-sin1, sin2]: sign the small table, not the big x
-    signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)  # (T, D) or (B, 1, T, D)
-    return torch.addcmul(x * cos, x.roll(half, dims=-1), signed_sin)
+    return rotate(x, cos, signed_sin_table(sin))
+
+
+def signed_sin_table(sin: torch.Tensor) -> torch.Tensor:
+    """[-sin1, sin2] (the halves of the last dimension): rotate_half(x) * sin == roll(x, half) *
+    [-sin1, sin2], so the small table carries the sign instead of the big x."""
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """x * cos + roll(x, D/2) * signed_sin in x's dtype, unchecked: ``apply_rope``'s torch path,
+    and the decode step's (fast/llama.py ``Llama.decode_step``), which signs the table once per
+    step for all layers."""
+    half = x.shape[-1] // 2
+    return torch.addcmul(x * cos.to(x.dtype), x.roll(half, dims=-1), signed_sin.to(x.dtype))
 
 
 class RotaryEmbedding(nn.Module):
