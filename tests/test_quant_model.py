@@ -386,3 +386,13 @@ def test_calibration_batches_are_seeded_windows_of_the_train_split(tmp_path):
     assert not torch.equal(a[0], c[0])
     with pytest.raises(FileNotFoundError, match="run `make data`"):
         calibration_batches(tok, 300, data_dir=tmp_path / "nothing")
+
+
+def test_a_fused_model_is_refused_at_save_and_nothing_is_written(tmp_path):
+    from myllm101.fast.fuse import fuse_for_inference
+
+    model, cfg = tiny("llama")
+    quantize(fuse_for_inference(model), "int8")  # qkv_proj / gate_up_proj become Int8Linear
+    with pytest.raises(ValueError, match="fused"):
+        save_quantized(model, tmp_path / "q", cfg)
+    assert not any(tmp_path.iterdir())

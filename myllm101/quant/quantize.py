@@ -280,6 +280,14 @@ def save_quantized(
         raise ValueError(
             "model: expected a quantized model (run quantize() first), got a float one"
         )
+    from myllm101.fast.fuse import is_fused
+
+    if is_fused(model):  # its qkv_proj / gate_up_proj names: load_model builds the HF-named model
+        raise ValueError(
+            "model: its projections are fused (fast.fuse.fuse_for_inference), so its state_dict "
+            "names qkv_proj / gate_up_proj, which load_model cannot read back; quantize and save "
+            "the unfused model, and fuse after loading if at all"
+        )
     entry = {**entry, "base": base}
     check_quantization_entry(entry, SCHEMES)
     return save_model_dir(
