@@ -140,3 +140,21 @@ def test_smollm2_int8_checkpoint_saves_loads_and_generates(tmp_path, capsys):
     assert tok.encode("The capital of France is") == prompt
     got = generate(model, prompt, 4, temperature=0)
     assert got[: len(prompt) + 2] == generate(fp32, prompt, 2, temperature=0)
+
+
+@pytest.mark.slow
+def test_minilm_int8_quantize_then_eval_reports_cosine_and_retrieval(tmp_path, capsys):
+    """The real MiniLM: its 39 Linears to int8, saved, loaded back by eval, which embeds held-out
+    sentences with both models. Int8 per-channel weights move each unit vector by ~1e-3
+    (measured cosine 0.9995 mean, 0.9988 worst), far inside the 0.99 asked here; a broken
+    dequantization (wrong scale axis, lost bias) falls far below it."""
+    out = tmp_path / "q8"
+    assert cli.run(["quantize", "--model", "minilm", "--scheme", "int8", "--out", str(out)]) == 0
+    assert "39 Linear modules quantized to int8" in capsys.readouterr().out
+    assert (out / "vocab.txt").exists()
+    assert cli.run(["eval", "--model", str(out), "--max-tokens", "128", "--rounds", "1"]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    emb = result["embedding"]
+    assert result["model_type"] == "bert" and result["base"] == "minilm"
+    assert emb["cosine_min"] > 0.99 and emb["retrieval_top5_overlap"] > 0.8
+    assert result["size"]["linear"]["quantized"] < 0.3 * result["size"]["linear"]["float"]
