@@ -681,3 +681,57 @@ def check_int4_linear(x: Any, packed: Any, scale: Any, group_size: int, b: Any) 
     expect_dim("x", x, -1, 2 * packed.shape[1], "in features: 2 x the columns of packed")
     if b is not None:
         expect_shape("b", b, (packed.shape[0],))
+
+
+# ----------------------------------------------------------------------------------------------
+# fine-tuning runs (finetune/run.py, finetune/cli.py)
+
+FINETUNE_TASKS = ("sft", "classify")
+FINETUNE_METHODS = ("full", "lora", "qlora")
+# the validation metric early stopping watches, per task (the first is the default)
+FINETUNE_METRICS = {"sft": ("loss",), "classify": ("macro_f1", "accuracy", "loss")}
+# which model types can do which task: sft needs a causal LM, classify BERT's "cls" head
+FINETUNE_MODEL_TYPES = {"sft": ("llama", "gpt"), "classify": ("bert",)}
+
+
+def check_finetune_options(
+    task: str,
+    method: str,
+    metric: str | None,
+    lr: float,
+    batch_size: int,
+    epochs: int,
+    eval_every: int,
+    patience: int,
+) -> str:
+    """Valid task / method / metric and positive numbers, else a ValueError naming the option;
+    returns the metric (the task's default when ``metric`` is None)."""
+    if task not in FINETUNE_TASKS:
+        raise ValueError(f"task: expected one of {list(FINETUNE_TASKS)}, got {task!r}")
+    if method not in FINETUNE_METHODS:
+        raise ValueError(f"method: expected one of {list(FINETUNE_METHODS)}, got {method!r}")
+    allowed = FINETUNE_METRICS[task]
+    if metric is None:
+        metric = allowed[0]
+    if metric not in allowed:
+        raise ValueError(f"metric: expected one of {list(allowed)} for task {task}, got {metric!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr: expected a finite number > 0, got {lr!r}")
+    for name, v in (("batch_size", batch_size), ("epochs", epochs), ("eval_every", eval_every),
+                    ("patience", patience)):  # fmt: skip
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+    return metric
+
+
+def check_finetune_base(model_type: str, task: str, base: str) -> None:
+    """A model that can do ``task`` (a causal LM for sft, BERT for classify), else a ValueError
+    naming the base, its type and the types that would do."""
+    want = FINETUNE_MODEL_TYPES[task]
+    if model_type not in want:
+        raise ValueError(
+            f"base {base!r}: task {task} expects a {' or '.join(want)} model, got a "
+            f"{model_type} model"
+            + (" (sft needs a causal LM: try --base smollm2)" if task == "sft" else "")
+            + (" (classify needs BERT's cls head: try --base minilm)" if task == "classify" else "")
+        )

@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     from myllm101.quant import cli as quant_cli
 
     quant_cli.add_subparsers(sub)
+
+    from myllm101.finetune import cli as finetune_cli
+
+    finetune_cli.add_subparsers(sub)
     return p
 
 

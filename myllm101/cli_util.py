@@ -53,3 +53,16 @@ def guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
             return 2
 
     return wrapper
+
+
+def run_group(
+    add_subparsers: Callable, argv: list[str] | None, prefix: tuple[str, ...] = ()
+) -> int:
+    """Run one module's subcommands on their own (tests, ``python -m``): a parser holding just
+    what ``add_subparsers`` registers, ``argv`` (default sys.argv[1:]) after ``prefix``."""
+    import sys
+
+    parser = argparse.ArgumentParser(prog="myllm101")
+    add_subparsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([*prefix, *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)

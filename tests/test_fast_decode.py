@@ -293,3 +293,20 @@ def test_smollm2_fused_fast_decode_equals_plain_decode():
         # 30 layers of fp32 rounding on logits of size ~20: absolute 1e-3 (observed ~1e-5)
         assert_close(a, b, rtol=1e-4, atol=1e-3, name="fused SmolLM2 step logits")
     assert generate(fused, prompt, 8, temperature=0) == generate(model, prompt, 8, temperature=0)
+
+
+def test_decode_step_runs_lora_layers_over_bf16_weights():
+    # a LoRA projection in a bf16 model gets the float32 residual cast to bf16 (as attention
+    # casts it for plain Linears), in decode_step as in forward
+    from myllm101.finetune import apply_lora
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, block_size=32, n_layer=2, n_head=4, n_kv_head=2, n_embd=32,
+                      intermediate_size=64)  # fmt: skip
+    model = Llama(cfg).eval()
+    apply_lora(model, targets=["q_proj", "down_proj"], r=4, alpha=8, dropout=0.0)
+    model = model.to(torch.bfloat16)
+    prompt = [3, 5, 7, 9]
+    fast = generate(model, prompt, 6, temperature=0)
+    slow = generate(model, prompt, 6, temperature=0, fast_decode=False)
+    assert fast == slow and len(fast) == 10

@@ -44,7 +44,7 @@ from myllm101.fast.blocks import (
 )
 from myllm101.fast.dropout import Dropout
 from myllm101.fast.embedding import Embedding
-from myllm101.fast.linear import Linear, to_weight_dtype
+from myllm101.fast.linear import Linear, to_module_dtype, to_weight_dtype
 from myllm101.fast.rmsnorm import RMSNorm, rms_norm
 from myllm101.fast.rope import rotate, signed_sin_table
 
@@ -133,10 +133,11 @@ class LlamaBlock(nn.Module):
 
 def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A Linear's output without its per-call checks (``F.linear`` directly); any other module
-    (a quantized projection) through its own forward."""
+    (a quantized or LoRA projection) through its own forward, x cast to its weight's dtype as
+    attention does (a LoRA layer over bf16 weights; a quantized one casts its input itself)."""
     if type(module) in (Linear, nn.Linear):
         return F.linear(to_weight_dtype(x, module.weight), module.weight, module.bias)
-    return module(x)
+    return module(to_module_dtype(x, module))
 
 
 class Llama(nn.Module):

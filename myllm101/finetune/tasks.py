@@ -559,3 +559,11 @@ def write_datasets(
             }
     write_atomic(out_dir / "manifest.json", (json.dumps(manifest, indent=1) + "\n").encode())
     return manifest
+
+
+if __name__ == "__main__":  # python -m myllm101.finetune.tasks [OUT_DIR]: the JSONL files
+    import sys
+
+    m = write_datasets(*sys.argv[1:2])
+    for name, f in m.get("files", {}).items():
+        print(f"{name}: {f.get('counts', f)}")

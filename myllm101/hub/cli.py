@@ -2,8 +2,10 @@
 
     myllm101 embed --model minilm [--impl fast|reference] [--dtype auto|fp32|bf16] [TEXT ...]
         -> one JSON list of vectors (384 floats each, unit length); no TEXT: one per stdin line
-    myllm101 generate --model smollm2 [--chat] [--max-new-tokens N] [--temperature 0] PROMPT
-        -> the generated text (greedy at temperature 0)
+    myllm101 generate --model smollm2 [--chat] [--max-new-tokens N] [--temperature 0]
+                      [--adapter DIR] PROMPT
+        -> the generated text (greedy at temperature 0); --adapter: with a LoRA adapter
+           (``myllm101 finetune``'s run directory or any PEFT adapter of SmolLM2) merged in
 
 ``add_subparsers(subparsers)`` hooks both into the main parser; ``run(argv)`` runs them alone
 (tests use it). Errors print one line to stderr and return exit code 2.
@@ -15,7 +17,7 @@ import argparse
 import json
 import sys
 
-from myllm101.cli_util import guarded
+from myllm101.cli_util import guarded, run_group
 
 
 def stdin_lines() -> list[str]:
@@ -56,6 +58,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.temperature < 0:
         raise ValueError(f"--temperature: expected >= 0, got {args.temperature}")
     choice = choose_inference_dtype(args.dtype)
+    if args.adapter is not None:
+        print(_generate_adapted(args, choice))
+        return 0
     print(f"dtype: {choice.value} ({choice.reason})", file=sys.stderr)
     text = generate_text(
         args.prompt,
@@ -67,6 +72,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     )
     print(text)
     return 0
+
+
+def _generate_adapted(args: argparse.Namespace, choice) -> str:
+    """SmolLM2 with the LoRA adapter ``args.adapter`` loaded (and merged): its generated text."""
+    from myllm101.finetune.run import load_adapted_smollm2
+    from myllm101.hub.smollm2 import chat_prompt, generate_ids
+
+    model, tok, used = load_adapted_smollm2(args.adapter, choice.value)
+    why = choice.reason if used == choice.value else "an int8 base keeps its float32 adapter"
+    print(f"dtype: {used} ({why}); adapter: {args.adapter}", file=sys.stderr)
+    text = chat_prompt([{"role": "user", "content": args.prompt}]) if args.chat else args.prompt
+    ids = tok.encode(text)
+    stop = (tok.eos_id,) if tok.eos_id is not None else ()
+    out = generate_ids(model, ids, args.max_new_tokens, args.temperature, stop, args.seed)
+    return tok.decode(out[len(ids) :], skip_special_tokens=True)
 
 
 def add_subparsers(subparsers) -> None:
@@ -89,16 +109,16 @@ def add_subparsers(subparsers) -> None:
     p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
                    help="weights' dtype; auto: bf16 where this CPU/GPU runs it natively "
                    "(1.4-1.8x faster decoding here), else fp32")  # fmt: skip
+    p.add_argument("--adapter", default=None, metavar="DIR",
+                   help="a LoRA adapter (a finetune run directory, its best/, or PEFT's "
+                   "adapter directory) loaded onto the model before generating")  # fmt: skip
     p.add_argument("prompt", metavar="PROMPT")
     p.set_defaults(func=guarded(cmd_generate))
 
 
 def run(argv: list[str] | None = None) -> int:
     """``myllm101 embed ...`` / ``myllm101 generate ...`` on their own -> exit code."""
-    parser = argparse.ArgumentParser(prog="myllm101")
-    add_subparsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    return args.func(args)
+    return run_group(add_subparsers, argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from myllm101.cli_util import guarded
+from myllm101.cli_util import guarded, run_group
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -133,10 +133,7 @@ def add_subparsers(subparsers) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     """``myllm101 quantize ...`` / ``myllm101 eval ...`` on their own -> exit code."""
-    parser = argparse.ArgumentParser(prog="myllm101")
-    add_subparsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    return args.func(args)
+    return run_group(add_subparsers, argv)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from myllm101.cli_util import guarded
+from myllm101.cli_util import guarded, run_group
 from myllm101.textio import ERRORS, InvalidUTF8Error, read_text_exact
 
 PATTERNS = ("gpt2", "gpt4", "o200k")
@@ -247,10 +247,7 @@ def add_subparsers(subparsers) -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None) -> int:
     """``myllm101 tokenizer ...`` on its own: run(["show", "hello"]) -> exit code."""
-    parser = argparse.ArgumentParser(prog="myllm101")
-    add_subparsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["tokenizer", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    return run_group(add_subparsers, argv, prefix=("tokenizer",))
 
 
 if __name__ == "__main__":

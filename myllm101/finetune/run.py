@@ -1,0 +1,529 @@
+"""A fine-tuning run: train / val / test discipline, early stopping, the best state kept on disk.
+
+    model = prepare_model(base_model, task="sft", method="lora", r=8, alpha=16)
+    summary = finetune(model, train_batches, val_batches, FinetuneConfig(task="sft"), "runs/ft",
+                       saver=BestSaver("lora", base="smollm2"))
+    print(format_summary(summary))
+
+The loop: AdamW over the trainable parameters only (LoRA factors, plus the classification head
+for ``classify``; every weight for ``full``), gradient clipping, the train batches reshuffled each
+epoch (seeded). The val split is evaluated before the first step (the base model's score: what
+fine-tuning has to beat) and every ``eval_every`` steps and at the last step. Each evaluation
+whose metric beats the best so far (strictly) writes the model's state to ``RUN_DIR/best/``; after
+``patience`` evaluations in a row without one, the run stops (early stopping).
+
+The metric: the token-weighted val loss for ``sft`` (lower is better); macro-F1 (default),
+accuracy or the val loss for ``classify`` (higher, higher, lower). The test split is never looked
+at while training: with ``eval_test`` it is evaluated once, at the end, on the best state read
+back from ``RUN_DIR/best/`` (not on the last weights).
+
+RUN_DIR holds (the same names as ``myllm101 train``'s run directory):
+
+    metrics.jsonl   {"step", "loss", "lr"} per step; {"step", "val_loss", "val_accuracy", ...,
+                    "best": bool} per evaluation; {"event": "early_stop" | "test", ...}
+    loss.png        train loss and val loss against the step
+    summary.json    options, steps, the best step and its val scores, the test scores (or null)
+    best/           lora, qlora: adapter_config.json + adapter_model.safetensors (PEFT's format,
+                    finetune/adapters.py), and head.safetensors (the trained pooler + classifier,
+                    classify only); full: config.json + model.safetensors (+ tokenizer, vocab.txt),
+                    as ``load_model`` reads them. Always finetune.json ({"base", "method", "task",
+                    "labels", "quantization"}: what ``generate --adapter`` needs to rebuild the
+                    base) and manifest.json (size and sha256 of every file). Written into a temp
+                    directory and renamed into place: a crash leaves the previous best intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from myllm101.checks import check_finetune_options
+from myllm101.data.collate import IGNORE_INDEX
+
+HEAD_MODULES = ("pooler", "classifier")  # BERT's classification head: trained in full by lora too
+HEAD_FILE, INFO_FILE = "head.safetensors", "finetune.json"
+# int8 base for qlora: every Linear but the heads (lm_head may be tied; BERT's stay float to train)
+QLORA_SKIP = ("lm_head", "pooler", "classifier", "mlm_head.*")
+HIGHER_IS_BETTER = {"loss": False, "accuracy": True, "macro_f1": True}
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class FinetuneConfig:
+    task: str = "sft"  # "sft" | "classify"
+    method: str = "lora"  # "full" | "lora" | "qlora" (only recorded here; see prepare_model)
+    metric: str | None = None  # None: the task's default ("loss" for sft, "macro_f1" classify)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 8  # (recorded; the batches come made)
+    epochs: int = 1
+    max_steps: int | None = None  # stop after this many steps even mid-epoch
+    eval_every: int = 50
+    patience: int = 3  # evaluations without a new best before stopping
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_test: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        self.metric = check_finetune_options(
+            self.task, self.method, self.metric, self.lr, self.batch_size, self.epochs,
+            self.eval_every, self.patience,
+        )  # fmt: skip
+        if self.max_steps is not None and (
+            not isinstance(self.max_steps, int) or self.max_steps < 1
+        ):
+            raise ValueError(f"max_steps: expected None or an int >= 1, got {self.max_steps!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# the model: what trains
+
+
+def resize_classifier(model: nn.Module, num_labels: int, seed: int = 0) -> nn.Module:
+    """A BERT whose classifier has ``num_labels`` outputs: kept when it has already, else a new
+    (num_labels, C) layer, N(0, 0.02) weights and zero bias (HF's init), seeded."""
+    if model.cfg.num_labels == num_labels:
+        return model
+    old = model.classifier
+    gen = torch.Generator().manual_seed(seed)
+    new = type(old)(old.in_features, num_labels).to(old.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(torch.randn(new.weight.shape, generator=gen) * 0.02)
+        new.bias.zero_()
+    model.classifier = new
+    model.cfg = dataclasses.replace(model.cfg, num_labels=num_labels)
+    return model
+
+
+def prepare_model(
+    model: nn.Module,
+    task: str,
+    method: str,
+    targets: Sequence[str] | None = None,
+    r: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.05,
+    base_name: str | None = None,
+    seed: int = 0,
+) -> nn.Module:
+    """Make ``model`` ready to train, in place: ``full`` unfreezes every weight; ``lora`` adds
+    LoRA layers on ``targets`` (None: PEFT's default for LLaMA / GPT, q_proj and v_proj for
+    BERT) and freezes the rest; ``qlora`` first turns every Linear but the heads into a frozen
+    weight-only int8 layer (quant/quantize.py), then does ``lora``. For a BERT (classify) the
+    pooler and classifier stay trainable under lora / qlora."""
+    from myllm101.finetune.adapters import apply_lora, model_type_of
+
+    torch.manual_seed(seed)  # LoRA's A init
+    if method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    if method == "qlora":
+        from myllm101.quant.quantize import quantize
+
+        quantize(model, "int8", skip=qlora_skip(model))
+    bert = model_type_of(model) == "bert"
+    if targets is None and bert:
+        targets = ("q_proj", "v_proj")
+    apply_lora(model, targets=targets, r=r, alpha=alpha, dropout=dropout, base_name=base_name)
+    if bert and task == "classify":
+        for name in HEAD_MODULES:
+            for p in model.get_submodule(name).parameters():
+                p.requires_grad_(True)
+    return model
+
+
+def qlora_skip(model: nn.Module) -> tuple[str, ...]:
+    """The QLORA_SKIP patterns this model has Linears for (quantize refuses one matching none)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return tuple(p for p in QLORA_SKIP if p == "lm_head" or any(fnmatchcase(n, p) for n in names))
+
+
+def head_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable head's tensors (pooler + classifier) by state_dict name."""
+    return {k: t.detach().cpu().contiguous() for k, t in model.state_dict().items()
+            if k.split(".")[0] in HEAD_MODULES}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# one step, one evaluation
+
+
+def batch_loss(model: nn.Module, batch: Batch, task: str) -> torch.Tensor:
+    """The mean loss of one batch: response tokens for sft, examples for classify."""
+    if task == "sft":
+        return model(batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
+    return model(batch["input_ids"], batch["attention_mask"], batch["labels"], head="cls").loss
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Sequence[Batch], task: str, num_labels: int | None = None
+             ) -> dict[str, float]:  # fmt: skip
+    """sft: {"loss"}, the mean over every scored token of the split (each batch's mean loss
+    weighted by its scored tokens: labels[:, 1:] != -100, since position t predicts t + 1).
+    classify: {"loss", "accuracy", "macro_f1"} over every example (argmax of the logits)."""
+    from myllm101.finetune.metrics import accuracy, macro_f1
+
+    if not batches:
+        raise ValueError("batches: expected at least one evaluation batch, got none")
+    was_training = model.training
+    model.eval()
+    total, count, y_true, y_pred = 0.0, 0, [], []
+    for b in batches:
+        if task == "sft":
+            out = model(b["input_ids"], b["attention_mask"], b["labels"])
+            n = int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
+            if n == 0:  # nothing scored: its loss is nan and its weight 0
+                continue
+        else:
+            out = model(b["input_ids"], b["attention_mask"], b["labels"], head="cls")
+            n = len(b["labels"])
+            y_true += b["labels"].tolist()
+            y_pred += out.logits.argmax(-1).tolist()
+        total += float(out.loss) * n
+        count += n
+    model.train(was_training)
+    result = {"loss": total / max(count, 1)}
+    if task == "classify":
+        result["accuracy"] = accuracy(y_true, y_pred)
+        result["macro_f1"] = macro_f1(y_true, y_pred, num_labels)
+    return result
+
+
+def is_better(metric: str, value: float, best: float | None) -> bool:
+    """Strictly better than ``best`` (None: anything finite is)."""
+    if not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value > best if HIGHER_IS_BETTER[metric] else value < best
+
+
+# ----------------------------------------------------------------------------------------------
+# the best state on disk
+
+
+def _commit_dir(tmp: Path, directory: Path) -> None:
+    """Rename the finished ``tmp`` to ``directory``; an existing one is moved aside, then removed."""
+    from myllm101.train.checkpoint import OLD_PREFIX
+
+    old = None
+    if directory.exists():
+        old = directory.parent / f"{OLD_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class BestSaver:
+    """Writes the model's state as RUN_DIR/best/ (module docstring) and reads it back.
+
+    method: "full" | "lora" | "qlora"; base: what the base was ("smollm2", "minilm", a directory);
+    model_cfg / tokenizer / extra_files: for ``full`` (the tokenizer saved when it is ours).
+    """
+
+    method: str
+    base: str | None = None
+    task: str = "sft"
+    labels: list[str] | None = None
+    model_cfg: object = None
+    tokenizer: object = None
+    extra_files: Sequence[Path] = ()
+
+    def info(self, model: nn.Module) -> dict:
+        q = getattr(model, "quantization", None)
+        return {"base": self.base, "method": self.method, "task": self.task,
+                "labels": self.labels, "quantization": q}  # fmt: skip
+
+    def save(self, model: nn.Module, directory: Path) -> Path:
+        from myllm101.finetune.adapters import save_adapter
+        from myllm101.train.checkpoint import TMP_PREFIX, save_model_files, write_manifest
+
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = directory.parent / f"{TMP_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            if self.method == "full":
+                save_model_files(tmp, model, self.model_cfg or model.cfg, None, self._our_tok())
+                for src in self.extra_files:
+                    shutil.copyfile(src, tmp / Path(src).name)
+            else:
+                save_adapter(model, tmp, base_name=self.base)
+                head = head_state(model) if self.task == "classify" else {}
+                if head:
+                    save_file(head, tmp / HEAD_FILE, metadata={"format": "pt"})
+            (tmp / INFO_FILE).write_text(json.dumps(self.info(model), indent=2) + "\n")
+            write_manifest(tmp)
+            _commit_dir(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    def _our_tok(self):
+        from myllm101.fast.bpe import Tokenizer
+
+        return self.tokenizer if isinstance(self.tokenizer, Tokenizer) else None
+
+    def restore(self, model: nn.Module, directory: Path) -> nn.Module:
+        """Load the saved best state into ``model`` (the same model, still prepared), after
+        checking the directory's manifest."""
+        from myllm101.finetune.adapters import CONFIG_NAME, WEIGHTS_NAME, load_adapter
+        from myllm101.train.checkpoint import MODEL_FILES, load_weights, verify_checkpoint
+
+        directory = Path(directory)
+        if self.method == "full":
+            verify_checkpoint(directory, required=MODEL_FILES)
+            load_weights(model, directory)
+            return model
+        verify_checkpoint(directory, required=(CONFIG_NAME, WEIGHTS_NAME))
+        load_adapter(model, directory)
+        if (directory / HEAD_FILE).is_file():
+            missing, unexpected = model.load_state_dict(load_file(directory / HEAD_FILE),
+                                                        strict=False)  # fmt: skip
+            if unexpected:
+                raise ValueError(f"{directory / HEAD_FILE}: unexpected tensors {unexpected}")
+        return model
+
+
+# ----------------------------------------------------------------------------------------------
+# the loop
+
+
+def finetune(
+    model: nn.Module,
+    train_batches: Sequence[Batch],
+    val_batches: Sequence[Batch],
+    cfg: FinetuneConfig,
+    out_dir: str | Path,
+    saver: BestSaver,
+    test_batches: Sequence[Batch] | None = None,
+    num_labels: int | None = None,
+    extra_summary: dict | None = None,
+    on_eval: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Train ``model`` (prepared: its trainable parameters have requires_grad) as the module
+    docstring says; writes RUN_DIR and returns the summary (also in summary.json)."""
+    from tqdm import tqdm
+
+    from myllm101.fast.optim import clip_grad_norm, make_adamw, param_groups
+    from myllm101.finetune.adapters import trainable_summary
+    from myllm101.train.metrics import MetricsLog, plot_loss_curve
+
+    if not train_batches or not val_batches:
+        raise ValueError(
+            f"data: expected train and val batches, got {len(train_batches)} train and "
+            f"{len(val_batches)} val"
+        )
+    if cfg.eval_test and not test_batches:
+        raise ValueError("eval_test: expected test batches, got none")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    best_dir = out_dir / "best"
+    log = MetricsLog(out_dir / "metrics.jsonl")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model: expected trainable parameters (prepare_model first), got none")
+    opt = make_adamw(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                     weight_decay=cfg.weight_decay)  # fmt: skip
+    total = cfg.epochs * len(train_batches)
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    metric, started = cfg.metric, time.perf_counter()
+    state = {"best": None, "best_step": None, "best_val": None, "bad": 0, "initial": None}
+
+    def run_eval(step: int) -> bool:
+        """Evaluate val, keep a new best; True when patience has run out."""
+        scores = evaluate(model, val_batches, cfg.task, num_labels)
+        better = is_better(metric, scores[metric], state["best"])
+        if better:
+            saver.save(model, best_dir)
+            state.update(best=scores[metric], best_step=step, best_val=scores, bad=0)
+        elif step > 0:
+            state["bad"] += 1
+        if step == 0:
+            state["initial"] = scores
+        log.log({"step": step, **{f"val_{k}": v for k, v in scores.items()}, "best": better})
+        if on_eval is not None:
+            on_eval(step, scores)
+        return state["bad"] >= cfg.patience
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    bar = tqdm(total=total, desc=f"finetune {cfg.method} {cfg.task}", unit="step",
+               disable=not cfg.progress)  # fmt: skip
+    run_eval(0)
+    step, stopped_early, epochs_run = 0, False, 0
+    model.train()
+    while step < total and not stopped_early:
+        epochs_run += 1
+        for i in torch.randperm(len(train_batches), generator=gen).tolist():
+            loss = batch_loss(model, train_batches[i], cfg.task)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                bar.close()
+                raise ValueError(f"step {step + 1}: the training loss is {value}; "
+                                 f"try a lower --lr (now {cfg.lr:g})")  # fmt: skip
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                clip_grad_norm(params, cfg.grad_clip)
+            opt.step()
+            step += 1
+            log.log({"step": step, "loss": value, "lr": cfg.lr, "epoch": epochs_run})
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{value:.4f}",
+                best=f"{math.nan if state['best'] is None else state['best']:.4f}",
+            )
+            if step % cfg.eval_every == 0 or step == total:
+                if run_eval(step):
+                    stopped_early = step < total
+                    if stopped_early:
+                        log.log({"step": step, "event": "early_stop", "patience": cfg.patience,
+                                 "best_step": state["best_step"]})  # fmt: skip
+                    break
+            if step >= total:
+                break
+        model.train()
+    bar.close()
+
+    test = None
+    if cfg.eval_test:  # once, on the best state as saved
+        saver.restore(model, best_dir)
+        test = evaluate(model, test_batches, cfg.task, num_labels)
+        log.log({"step": step, "event": "test", "best_step": state["best_step"],
+                 **{f"test_{k}": v for k, v in test.items()}})  # fmt: skip
+    try:
+        plot_loss_curve(out_dir / "metrics.jsonl", out_dir / "loss.png")
+    except ValueError:
+        pass  # nothing finite to plot
+    summary = {
+        "task": cfg.task,
+        "method": cfg.method,
+        "base": saver.base,
+        "metric": f"val_{metric}",
+        "higher_is_better": HIGHER_IS_BETTER[metric],
+        "steps": step,
+        "planned_steps": total,
+        "epochs_run": epochs_run,
+        "stopped_early": stopped_early,
+        "best_step": state["best_step"],
+        "best_dir": str(best_dir),
+        "val_initial": state["initial"],
+        "val_best": state["best_val"],
+        "test": test,
+        "trainable": trainable_summary(model),
+        "seconds": round(time.perf_counter() - started, 2),
+        "config": dataclasses.asdict(cfg),
+        **(extra_summary or {}),
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """A few lines for the terminal."""
+    m = summary["metric"].removeprefix("val_")
+    init, best = summary["val_initial"][m], summary["val_best"][m]
+    lines = [
+        f"{summary['method']} {summary['task']} on {summary['base']}: {summary['steps']} steps "
+        f"({summary['epochs_run']} epoch(s)) in {summary['seconds']:.1f} s"
+        + (" - stopped early" if summary["stopped_early"] else ""),
+        f"  {summary['trainable']}",
+        f"  val {m}: {init:.4f} before, {best:.4f} best (step {summary['best_step']})",
+    ]
+    if "majority_baseline" in summary:
+        b = summary["majority_baseline"]
+        lines.append(f"  majority-class baseline on val: accuracy {b['accuracy']:.4f} "
+                     f"(always {b['label']!r})")  # fmt: skip
+    if summary["test"] is not None:
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in summary["test"].items())
+        lines.append(f"  test (best state): {scores}")
+    lines.append(f"  best state: {summary['best_dir']}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# a fine-tuned SmolLM2 for generation
+
+
+def resolve_adapter_dir(path: str | Path) -> Path:
+    """An adapter directory: ``path`` itself, or a run directory's best/."""
+    from myllm101.finetune.adapters import CONFIG_NAME
+
+    path = Path(path)
+    for cand in (path, path / "best"):
+        if (cand / CONFIG_NAME).is_file():
+            return cand
+    raise FileNotFoundError(
+        f"{path}: expected an adapter directory ({CONFIG_NAME}) or a finetune run directory "
+        f"(best/{CONFIG_NAME}), found neither"
+    )
+
+
+def load_adapted_smollm2(adapter: str | Path, dtype: str = "fp32") -> tuple[nn.Module, object, str]:
+    """(model, tokenizer, dtype used) for SmolLM2 with an adapter: a fresh float32 base (int8 for
+    a qlora adapter, quantized as the run did), the adapter loaded onto it (the base hash is
+    checked), then merged and cast to ``dtype`` ("fp32" | "bf16"); an int8 base keeps the
+    adapter unmerged in float32."""
+    from myllm101.finetune.adapters import CONFIG_NAME, WEIGHTS_NAME, load_adapter, merge_lora
+    from myllm101.hub.smollm2 import DTYPES
+    from myllm101.quant.eval import load_any
+    from myllm101.train.checkpoint import MANIFEST, verify_checkpoint
+
+    directory = resolve_adapter_dir(adapter)
+    if (directory / MANIFEST).is_file():
+        verify_checkpoint(directory, required=(CONFIG_NAME, WEIGHTS_NAME))
+    info = {}
+    if (directory / INFO_FILE).is_file():
+        info = json.loads((directory / INFO_FILE).read_text())
+    if info.get("task") == "classify":
+        raise ValueError(f"{directory}: a classification adapter, expected one for generation")
+    loaded = load_any("smollm2")
+    model = loaded.model
+    q = info.get("quantization")
+    if q:
+        from myllm101.quant.quantize import quantize
+
+        quantize(model, q["scheme"], skip=q.get("skip") or qlora_skip(model))
+    load_adapter(model, directory)
+    if q:
+        return model.eval(), loaded.tokenizer, f"{q['scheme']} base + float32 adapter (qlora)"
+    merge_lora(model)
+    plain_linears(model)
+    return model.to(DTYPES[dtype]).eval(), loaded.tokenizer, dtype
+
+
+def plain_linears(model: nn.Module) -> nn.Module:
+    """Replace every merged LoRA layer by an ``nn.Linear`` holding its (merged) weight and bias,
+    in place: the model is then the plain architecture again, and its fast decoding path (which
+    casts activations to the weights' dtype only for plain Linears) applies."""
+    from myllm101.finetune.adapters import lora_modules
+
+    for name, layer in lora_modules(model).items():
+        if not layer.merged:
+            raise ValueError(f"{name}: expected a merged LoRA layer (merge_lora first)")
+        linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
+                           device="meta")  # fmt: skip
+        linear.weight = nn.Parameter(layer.weight.detach(), requires_grad=False)
+        if layer.bias is not None:
+            linear.bias = nn.Parameter(layer.bias.detach(), requires_grad=False)
+        model.set_submodule(name, linear)
+    return model
