@@ -37,10 +37,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -218,19 +216,6 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
 # the best state on disk
 
 
-def _commit_dir(tmp: Path, directory: Path) -> None:
-    """Rename the finished ``tmp`` to ``directory``; an existing one is moved aside, then removed."""
-    from myllm101.train.checkpoint import OLD_PREFIX
-
-    old = None
-    if directory.exists():
-        old = directory.parent / f"{OLD_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 @dataclass
 class BestSaver:
     """Writes the model's state as RUN_DIR/best/ (module docstring) and reads it back.
@@ -253,13 +238,12 @@ class BestSaver:
                 "labels": self.labels, "quantization": q}  # fmt: skip
 
     def save(self, model: nn.Module, directory: Path) -> Path:
+        """Written atomically (``train.checkpoint.write_dir_atomically``): a crash mid-save
+        leaves the previous best intact."""
         from myllm101.finetune.adapters import save_adapter
-        from myllm101.train.checkpoint import TMP_PREFIX, save_model_files, write_manifest
+        from myllm101.train.checkpoint import save_model_files, write_dir_atomically
 
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.parent / f"{TMP_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
-        try:
+        def fill(tmp: Path) -> None:
             if self.method == "full":
                 save_model_files(tmp, model, self.model_cfg or model.cfg, None, self._our_tok())
                 for src in self.extra_files:
@@ -270,12 +254,8 @@ class BestSaver:
                 if head:
                     save_file(head, tmp / HEAD_FILE, metadata={"format": "pt"})
             (tmp / INFO_FILE).write_text(json.dumps(self.info(model), indent=2) + "\n")
-            write_manifest(tmp)
-            _commit_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return directory
+
+        return write_dir_atomically(directory, fill)
 
     def _our_tok(self):
         from myllm101.fast.bpe import Tokenizer
