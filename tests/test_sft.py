@@ -253,3 +253,51 @@ def test_attention_crosses_examples_in_a_packed_row_unless_masked():
             q[:, :, lo:hi], k[:, :, lo:hi], v[:, :, lo:hi], is_causal=True
         )
         torch.testing.assert_close(out[:, :, lo:hi], part, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt"])
+def test_packed_mask_through_the_model_equals_each_example_alone(model_type):
+    """The models take the (B, T, T) packed mask as attention_mask. LLaMA: every example of a
+    packed row gets the logits it gets alone (float64; RoPE scores use relative positions only).
+    Both: an example's logits do not depend on the other examples' tokens at all (GPT-2's learned
+    absolute positions do shift inside a packed row, so only this part applies to it)."""
+    from myllm101.config import GPTConfig
+    from myllm101.fast.gpt import GPT
+
+    torch.manual_seed(0)
+    if model_type == "llama":
+        model = tiny_llama(101).double().eval()
+    else:
+        model = GPT(GPTConfig(vocab_size=101, block_size=16, n_layer=2, n_head=2, n_embd=16))
+        model = model.double().eval()
+    a, b, c = [5, 6, 7, 8], [9, 10, 11], [12, 13]
+    rows = sft.pack([(a, a), (b, b), (c, c)], 8, pad_id=0)  # rows: [a b . ] [c . . .]
+    mask = sft.packed_attention_mask(rows["segment_ids"])  # (2, 8, 8)
+    ids = rows["input_ids"]
+    with torch.no_grad():
+        packed = model(ids, mask).logits  # (2, 8, V)
+    if model_type == "llama":
+        with torch.no_grad():
+            for r, lo, ex in ((0, 0, a), (0, 4, b), (1, 0, c)):
+                alone = model(torch.tensor([ex])).logits[0]
+                torch.testing.assert_close(packed[r, lo : lo + len(ex)], alone,
+                                           rtol=1e-10, atol=1e-10)  # fmt: skip
+    # the second example's logits do not depend on the first example's tokens at all
+    other = ids.clone()
+    other[0, :4] = torch.tensor([40, 41, 42, 43])
+    with torch.no_grad():
+        changed = model(other, mask).logits
+    torch.testing.assert_close(changed[0, 4:], packed[0, 4:], rtol=0, atol=0)
+    assert (changed[0, :4] - packed[0, :4]).abs().max() > 1e-6
+
+
+def test_a_packed_mask_with_a_kv_cache_or_a_wrong_shape_is_refused():
+    from myllm101.fast.generate import KVCache
+
+    model = tiny_llama(101).eval()
+    ids = torch.tensor([[5, 6, 7]])
+    with pytest.raises(ValueError, match=r"attention_mask: expected shape \(1, 3, 3\)"):
+        model(ids, torch.ones(1, 3, 4, dtype=torch.bool))
+    cache = KVCache.for_model(model, 1, 8)
+    with pytest.raises(ValueError, match=r"a \(B, T, T\) mask is for training"):
+        model(ids, torch.ones(1, 3, 3, dtype=torch.bool), kv_cache=cache)

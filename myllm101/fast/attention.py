@@ -45,13 +45,18 @@ from myllm101.kernels.dispatch import kernel_supports, use_kernel
 def attention_mask(
     T: int, S: int, causal: bool, key_padding_mask: torch.Tensor | None = None, device=None
 ) -> torch.Tensor | None:
-    """Boolean (B or 1, 1, T, S) mask, True = query t may attend to key s; None = no masking."""
+    """Boolean (B or 1, 1, T, S) mask, True = query t may attend to key s; None = no masking.
+    key_padding_mask: (B, S), or (B, T, S) for a mask per query (packed examples: each token sees
+    its own example only; finetune/sft.py ``packed_attention_mask``), and-ed with the causal one."""
     mask = None
     if causal:
         # key s is visible to query t when s <= S - T + t (bottom-right aligned)
         mask = torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)[None, None]
     if key_padding_mask is not None:
-        pad = key_padding_mask[:, None, None, :]  # (B, 1, 1, S)
+        if key_padding_mask.ndim == 3:
+            pad = key_padding_mask[:, None]  # (B, 1, T, S)
+        else:
+            pad = key_padding_mask[:, None, None, :]  # (B, 1, 1, S)
         mask = pad if mask is None else mask & pad  # (B, 1, T, S)
     return mask
 
@@ -65,13 +70,19 @@ def scaled_dot_product_attention(
     scale: float | None = None,
     kernels: str | None = None,
 ) -> torch.Tensor:
-    """q: (B, H, T, D), k/v: (B, Hkv, S, D), key_padding_mask: (B, S) bool -> (B, H, T, D).
+    """q: (B, H, T, D), k/v: (B, Hkv, S, D), key_padding_mask: (B, S) or (B, T, S) bool ->
+    (B, H, T, D).
 
     kernels: "auto" | "on" | "off" (None = $MYLLM101_KERNELS): use the Triton flash-attention
     kernel (``myllm101.kernels.attention``) for float32/bf16/fp16, see ``kernels/dispatch.py``.
     """
     check_qkv(q, k, v, key_padding_mask, scale)
-    if kernel_supports(q) and use_kernel(q, k, v, key_padding_mask, kernels=kernels):
+    per_query = key_padding_mask is not None and key_padding_mask.ndim == 3  # no kernel for it
+    if (
+        not per_query
+        and kernel_supports(q)
+        and use_kernel(q, k, v, key_padding_mask, kernels=kernels)
+    ):
         from myllm101.kernels.attention import flash_attention  # imports triton only when used
 
         return flash_attention(q, k, v, causal, key_padding_mask, scale)
@@ -118,6 +129,8 @@ class MultiHeadAttention(nn.Module):
 
     Submodules q_proj / k_proj / v_proj / o_proj, so the state_dict keys are the reference's params
     keys ("q_proj.weight", ...). n_kv_heads=None means n_kv_heads = n_heads (plain multi-head).
+    head_dim=None means d_model // n_heads; given, q_proj is (H*D, C) and o_proj (C, H*D) with
+    H*D free to differ from C (a model with heads removed, myllm101/prune/structured.py).
     """
 
     def __init__(
@@ -130,16 +143,20 @@ class MultiHeadAttention(nn.Module):
         max_seq_len: int = 2048,
         device=None,
         dtype=None,
+        head_dim: int | None = None,
     ):
         super().__init__()
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         expect_positive("d_model", d_model)
         expect_positive("n_heads", n_heads)
         expect_positive("n_kv_heads", n_kv_heads)
-        expect_divisible("d_model", d_model, "n_heads", n_heads)
+        if head_dim is None:
+            expect_divisible("d_model", d_model, "n_heads", n_heads)
+            head_dim = d_model // n_heads
+        expect_positive("head_dim", head_dim)
         expect_divisible("n_heads", n_heads, "n_kv_heads", n_kv_heads)
         self.d_model, self.n_heads, self.n_kv_heads = d_model, n_heads, n_kv_heads
-        self.head_dim = D = d_model // n_heads
+        self.head_dim = D = head_dim
         kw = dict(bias=bias, device=device, dtype=dtype)
         self.q_proj = nn.Linear(d_model, n_heads * D, **kw)
         self.k_proj = nn.Linear(d_model, n_kv_heads * D, **kw)
@@ -191,4 +208,7 @@ class MultiHeadAttention(nn.Module):
         return self.o_proj(attend(q, k, v, key_padding_mask, causal, kv_cache))  # (B, T, C)
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}"
+        return (
+            f"d_model={self.d_model}, n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, "
+            f"head_dim={self.head_dim}"
+        )

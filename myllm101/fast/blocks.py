@@ -42,7 +42,9 @@ def check_model_inputs(
     cfg, input_ids, attention_mask=None, labels=None, kv_cache=None, position_ids=None
 ) -> int:
     """ids: (B, T) ints in [0, vocab_size), past + T <= block_size; labels (B, T);
-    attention_mask (B, past + T) (it covers the cached tokens too); position_ids (B, T).
+    attention_mask (B, past + T) (it covers the cached tokens too), or, without a cache, (B, T, T)
+    bool: which keys each query may see (packed examples; and-ed with the causal mask of a causal
+    model); position_ids (B, T).
     Returns past, the number of tokens already in ``kv_cache`` (0 without one)."""
     expect_int("input_ids", input_ids)
     expect_ndim("input_ids", input_ids, 2)
@@ -55,7 +57,12 @@ def check_model_inputs(
             f"got {past_length + T}{cached}"
         )
     check_ids(input_ids, cfg.vocab_size)  # skipped inside torch.compile (data-dependent)
-    if attention_mask is not None:
+    if attention_mask is not None and getattr(attention_mask, "ndim", 2) == 3:
+        if kv_cache is not None:
+            raise ValueError("attention_mask: a (B, T, T) mask is for training (no kv_cache), "
+                             "expected (B, past + T) with a cache")  # fmt: skip
+        expect_shape("attention_mask", attention_mask, (B, T, T))
+    elif attention_mask is not None:
         expect_shape("attention_mask", attention_mask, (B, past_length + T))
     if labels is not None:
         expect_int("labels", labels)

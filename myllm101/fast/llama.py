@@ -21,6 +21,12 @@ caller, fast/generate.py, checked the prompt once), builds the RoPE rows and the
 once per step instead of once per layer, and calls the same torch ops in the same order, so
 its float32 logits are bitwise those of ``forward`` with the cache (tests/test_fast_decode.py).
 Quantized projections (any module in place of a Linear) are called as modules.
+
+Per-layer shapes (a structurally pruned model, myllm101/prune/structured.py): layer i is built
+with ``cfg.n_head_of(i)`` query heads, ``cfg.n_kv_head_of(i)`` kv heads of ``cfg.head_dim`` each
+and ``cfg.intermediate_size_of(i)`` MLP neurons; every op reads its sizes from its own module.
+A KV cache sized for the unpruned model (``KVCache.for_model``: ``cfg.n_kv_head`` heads in every
+layer) serves a layer with fewer kv heads through ``cache_update``: they fill the first slots.
 """
 
 from __future__ import annotations
@@ -50,11 +56,11 @@ from myllm101.fast.rope import rotate, signed_sin_table
 
 
 class LlamaMLP(nn.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x)), hidden width ``intermediate_size``."""
+    """SwiGLU: down(silu(gate(x)) * up(x)), hidden width ``cfg.intermediate_size_of(layer)``."""
 
-    def __init__(self, cfg: LlamaConfig):
+    def __init__(self, cfg: LlamaConfig, layer: int = 0):
         super().__init__()
-        C, I = cfg.n_embd, cfg.intermediate_size
+        C, I = cfg.n_embd, cfg.intermediate_size_of(layer)
         self.gate_proj = Linear(C, I, bias=False)
         self.up_proj = Linear(C, I, bias=False)
         self.down_proj = Linear(I, C, bias=False)
@@ -69,20 +75,23 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaBlock(nn.Module):
-    def __init__(self, cfg: LlamaConfig):
+    """Layer ``layer`` of a Llama, with that layer's head counts and MLP width."""
+
+    def __init__(self, cfg: LlamaConfig, layer: int = 0):
         super().__init__()
         C = cfg.n_embd
         self.input_layernorm = RMSNorm(C, eps=cfg.rms_norm_eps)
         self.self_attn = MultiHeadAttention(
             C,
-            cfg.n_head,
-            cfg.n_kv_head,
+            cfg.n_head_of(layer),
+            cfg.n_kv_head_of(layer),
             bias=False,
             rope_theta=cfg.rope_theta,
             max_seq_len=cfg.block_size,
+            head_dim=cfg.head_dim,
         )
         self.post_attention_layernorm = RMSNorm(C, eps=cfg.rms_norm_eps)
-        self.mlp = LlamaMLP(cfg)
+        self.mlp = LlamaMLP(cfg, layer)
         self.dropout = Dropout(cfg.dropout)
 
     def forward(
@@ -95,6 +104,8 @@ class LlamaBlock(nn.Module):
     ) -> torch.Tensor:
         """kv_cache: this layer of a KVCache; RoPE positions are position_ids (B, T) if given,
         else offset .. offset + T - 1 (offset = the number of cached tokens)."""
+        if kv_cache is not None and self.self_attn.n_kv_heads < cache_width(kv_cache):
+            kv_cache = NarrowLayerCache(kv_cache, self.self_attn.n_kv_heads)
         h = self.self_attn(
             self.input_layernorm(x),
             key_padding_mask,
@@ -118,7 +129,8 @@ class LlamaBlock(nn.Module):
             q, k, v = project(attn.qkv_proj, h).split((H * D, Hkv * D, Hkv * D), dim=-1)
         q = rotate(q.view(B, 1, H, D).transpose(1, 2), *rot)  # (B, H, 1, D)
         k = rotate(k.view(B, 1, Hkv, D).transpose(1, 2), *rot)  # (B, Hkv, 1, D)
-        k, v = cache.update(index, k, v.view(B, 1, Hkv, D).transpose(1, 2))  # (B, Hkv, S, D)
+        v = v.view(B, 1, Hkv, D).transpose(1, 2)
+        k, v = cache_update(cache, index, k, v)  # (B, Hkv, S, D)
         # one query sees every cached key: only padding is masked (a row always sees itself)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=H != Hkv)
         x = x + project(attn.o_proj, o.transpose(1, 2).reshape(B, 1, H * D))
@@ -129,6 +141,36 @@ class LlamaBlock(nn.Module):
         else:
             gate, up = project(mlp.gate_up_proj, h).chunk(2, dim=-1)
         return x + project(mlp.down_proj, F.silu(gate) * up)
+
+
+def cache_width(cache) -> int:
+    """How many kv heads per layer a KVCache (or one layer's window onto it) holds; 0 for a cache
+    of another kind (used as it is)."""
+    shape = getattr(getattr(cache, "cache", cache), "shape", None)
+    return shape[2] if isinstance(shape, tuple) and len(shape) == 5 else 0
+
+
+def cache_update(cache, index: int, k: torch.Tensor, v: torch.Tensor):
+    """``cache.update(index, k, v)`` for k, v (B, Hkv, T, D) with Hkv at most the cache's width:
+    a pruned layer's heads fill the first Hkv slots (zeros pad the rest, never read) and only
+    they come back, (B, Hkv, S, D) views of the cache."""
+    Hkv, width = k.shape[1], cache_width(cache)
+    if Hkv >= width:
+        return cache.update(index, k, v)
+    pad = (0, 0, 0, 0, 0, width - Hkv)  # F.pad counts from the last axis: heads are axis 1
+    k_all, v_all = cache.update(index, F.pad(k, pad), F.pad(v, pad))
+    return k_all[:, :Hkv], v_all[:, :Hkv]
+
+
+class NarrowLayerCache:
+    """One layer's cache window (``update(k, v)``) for a layer with fewer kv heads than the cache
+    holds: ``cache_update`` on the underlying KVCache (see the module docstring)."""
+
+    def __init__(self, layer_cache, n_kv_heads: int):
+        self.layer_cache, self.n_kv_heads = layer_cache, n_kv_heads
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return cache_update(self.layer_cache.cache, self.layer_cache.index, k, v)
 
 
 def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -145,7 +187,11 @@ class Llama(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed_tokens = Embedding(cfg.vocab_size, cfg.n_embd)
-        self.layers = nn.ModuleList(LlamaBlock(cfg) for _ in range(cfg.n_layer))
+        self.layers = nn.ModuleList(LlamaBlock(cfg, i) for i in range(cfg.n_layer))
+        # every layer's RoPE tables are the same (one head_dim, theta, length): one copy, shared,
+        # not n_layer (SmolLM2: 30 x 4 MB of cos/sin for its 8192 positions)
+        for layer in self.layers[1:]:
+            layer.self_attn.rope = self.layers[0].self_attn.rope
         self.norm = RMSNorm(cfg.n_embd, eps=cfg.rms_norm_eps)
         self.lm_head = Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:

@@ -25,6 +25,7 @@ import argparse
 import json
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -88,10 +89,14 @@ class ChatTokenizer:
         return self.tok.decode(ids)
 
 
-def sft_batches(rows: list[dict], tokenizer, block_size: int, batch_size: int, where: str
-                ) -> tuple[list[dict], int]:  # fmt: skip
-    """-> (padded batches in row order, how many rows were too long and left out)."""
-    from myllm101.finetune.sft import collate, encode_sft, special_id
+def sft_batches(rows: list[dict], tokenizer, block_size: int, batch_size: int, where: str,
+                pack: bool = False) -> tuple[list[dict], int]:  # fmt: skip
+    """-> (batches in row order, how many rows were too long and left out). Padded to each
+    batch's longest example; ``pack``: several examples per row of ``block_size`` tokens
+    (finetune/sft.py ``pack``), ``batch_size`` rows a batch, each row's attention_mask the
+    (block_size, block_size) mask that keeps every example to itself."""
+    from myllm101.finetune.sft import collate, encode_sft, packed_attention_mask, special_id
+    from myllm101.finetune.sft import pack as pack_rows
 
     pad_id = special_id(tokenizer, "<|im_end|>")
     pairs, skipped = [], 0
@@ -104,6 +109,13 @@ def sft_batches(rows: list[dict], tokenizer, block_size: int, batch_size: int, w
             skipped += 1
     if not pairs:
         raise ValueError(f"{where}: every example is longer than --max-length {block_size} tokens")
+    if pack:
+        rows = pack_rows(pairs, block_size, pad_id)
+        batches = [{"input_ids": rows["input_ids"][i : i + batch_size],
+                    "attention_mask": packed_attention_mask(rows["segment_ids"][i : i + batch_size]),
+                    "labels": rows["labels"][i : i + batch_size]}
+                   for i in range(0, len(rows["input_ids"]), batch_size)]  # fmt: skip
+        return batches, skipped
     batches = [collate(pairs[i : i + batch_size], pad_id) for i in range(0, len(pairs), batch_size)]
     return batches, skipped
 
@@ -155,42 +167,68 @@ def _limit(name: str, v: int | None) -> None:
         raise ValueError(f"--{name}: expected >= 1, got {v}")
 
 
-def cmd_finetune(args: argparse.Namespace) -> int:
-    from myllm101.checks import check_finetune_base, check_finetune_options
-    from myllm101.finetune.metrics import majority_baseline
-    from myllm101.finetune.run import (
-        BestSaver,
-        FinetuneConfig,
-        finetune,
-        format_summary,
-        prepare_model,
-        resize_classifier,
-    )
+@dataclass
+class Prepared:
+    """A task's data, tokenized once, and the base it was made for (``myllm101 sweep`` runs many
+    fine-tunings on one Prepared; each run gets a fresh base from ``fresh_base``)."""
 
-    lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.method, 1e-3)
-    # every option is checked before anything is loaded
-    check_finetune_options(args.task, args.method, args.metric, lr, args.batch_size, args.epochs,
-                           args.eval_every, args.patience)  # fmt: skip
+    base: str
+    task: str
+    batches: dict[str, list[dict]]  # "train", "val" (and "test" when read)
+    extra: dict  # what goes into every run's summary.json (examples, data files, baseline, ...)
+    labels: list[str] | None  # classify: the label names
+    num_labels: int | None
+    first: object | None = None  # the base loaded by prepare_data, handed to the first run
+
+    def fresh_base(self):
+        """The loaded base (``quant.eval.load_any``): the one prepare_data read, the first time,
+        then a fresh load each time (a run changes its base in place)."""
+        from myllm101.quant.eval import load_any
+
+        loaded, self.first = self.first, None
+        return loaded if loaded is not None else load_any(self.base)
+
+
+def check_common_options(args: argparse.Namespace, lrs: list[float], methods: list[str]) -> None:
+    """Every option ``finetune`` and ``sweep`` share, checked before anything is loaded."""
+    from myllm101.checks import check_finetune_base, check_finetune_options
+
+    for method in methods:
+        for lr in lrs:
+            check_finetune_options(args.task, method, args.metric, lr, args.batch_size,
+                                   args.epochs, args.eval_every, args.patience)  # fmt: skip
     for name in ("max_train", "max_val", "max_test", "max_steps", "max_length"):
         _limit(name.replace("_", "-"), getattr(args, name))
-    data = Path(args.data)
-    if not data.is_dir():
-        raise FileNotFoundError(f"--data {data}: expected a directory of JSONL splits")
-    splits = ["train", "val"] + (["test"] if args.eval_test else [])
-    files = {s: split_file(data, args.task, s) for s in splits}
-    out = Path(args.out)
-    from myllm101.train.rundir import claim_run_dir, is_run_dir
-
-    if is_run_dir(out) and not args.overwrite:  # before any loading; claim_run_dir checks again
-        raise ValueError(
-            f"--out {out}: an existing run; pass --overwrite to move it aside (to a sibling "
-            f"{out.name}.replaced-YYYYmmdd-HHMMSS) and start over (finetune does not resume)"
-        )
+    if not Path(args.data).is_dir():
+        raise FileNotFoundError(f"--data {args.data}: expected a directory of JSONL splits")
     if args.base in SHIPPED_TYPES:  # a wrong combination fails before the model is loaded
         check_finetune_base(SHIPPED_TYPES[args.base], args.task, args.base)
 
+
+def refuse_existing_run(out: Path, args: argparse.Namespace, what: str) -> None:
+    """An existing run in ``out`` needs --overwrite (or, for a sweep, --resume): said before any
+    loading; claim_run_dir checks again under the lock."""
+    from myllm101.train.rundir import is_run_dir
+
+    if is_run_dir(out) and not (args.overwrite or getattr(args, "resume", False)):
+        hint = ("--resume to run only its missing points, or " if what == "sweep"
+                else "")  # fmt: skip
+        raise ValueError(
+            f"--out {out}: an existing {what}; pass {hint}--overwrite to move it aside (to a "
+            f"sibling {out.name}.replaced-YYYYmmdd-HHMMSS) and start over"
+            + (" (finetune does not resume)" if what == "run" else "")
+        )
+
+
+def prepare_data(args: argparse.Namespace, with_test: bool) -> Prepared:
+    """Load the base once (its tokenizer and config) and turn the splits into batches."""
+    from myllm101.checks import check_finetune_base
+    from myllm101.finetune.metrics import majority_baseline
     from myllm101.quant.eval import load_any
 
+    data = Path(args.data)
+    splits = ["train", "val"] + (["test"] if with_test else [])
+    files = {s: split_file(data, args.task, s) for s in splits}
     loaded = load_any(args.base)
     if loaded.quantization:
         raise ValueError(
@@ -200,19 +238,19 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     limits = {"train": args.max_train, "val": args.max_val, "test": args.max_test}
     rows = {s: read_rows(f, limits[s], args.seed) for s, f in files.items()}
 
-    extra, names = {}, None
+    extra, names, num_labels = {}, None, None
+    block = min(args.max_length, loaded.cfg.block_size)
     if args.task == "sft":
         tok = loaded.tokenizer
         if tok is None:
             raise ValueError(f"--base {args.base}: expected a tokenizer with the model, found none")
         if hasattr(tok, "encode_ordinary"):  # our BPE: allow its special tokens
             tok = ChatTokenizer(tok)
-        block = min(args.max_length, loaded.cfg.block_size)
         batches, skipped = {}, {}
-        for s, r in rows.items():
-            batches[s], skipped[s] = sft_batches(r, tok, block, args.batch_size, str(files[s]))
+        for s, r in rows.items():  # only train is packed: val / test scores stay per example
+            batches[s], skipped[s] = sft_batches(r, tok, block, args.batch_size, str(files[s]),
+                                                 pack=args.pack and s == "train")  # fmt: skip
         extra["too_long_skipped"] = skipped
-        num_labels = None
     else:
         if not hasattr(loaded.tokenizer, "cls_id"):
             raise ValueError(f"--base {args.base}: expected a WordPiece tokenizer (vocab.txt)")
@@ -220,79 +258,120 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         num_labels = max(max(y) for y, _ in labels.values()) + 1
         known = {k: v for _, n in labels.values() for k, v in n.items()}
         names = [known.get(i, str(i)) for i in range(num_labels)]
-        block = min(args.max_length, loaded.cfg.block_size)
         batches = {s: classify_batches(r, loaded.tokenizer, block, args.batch_size)
                    for s, r in rows.items()}  # fmt: skip
         label, acc = majority_baseline(labels["train"][0], labels["val"][0])
         extra["majority_baseline"] = {"label": names[label], "accuracy": acc}
         extra["labels"] = names
-        resize_classifier(loaded.model, num_labels, args.seed)
     extra["examples"] = {s: len(r) for s, r in rows.items()}
     extra["data"] = {s: str(f) for s, f in files.items()}
+    return Prepared(args.base, args.task, batches, extra, names, num_labels, first=loaded)
 
+
+def build_run(args: argparse.Namespace, prep: Prepared, method: str, lr: float, r: int):
+    """-> (model prepared for ``method``, FinetuneConfig, BestSaver) on a fresh base."""
+    from myllm101.finetune.run import BestSaver, FinetuneConfig, prepare_model, resize_classifier
+
+    loaded = prep.fresh_base()
+    if prep.num_labels is not None:
+        resize_classifier(loaded.model, prep.num_labels, args.seed)
     model = prepare_model(
-        loaded.model, args.task, args.method, targets=args.targets, r=args.lora_r,
-        alpha=args.lora_alpha, dropout=args.lora_dropout, base_name=args.base, seed=args.seed,
+        loaded.model, args.task, method, targets=args.targets, r=r, alpha=args.lora_alpha,
+        dropout=args.lora_dropout, base_name=args.base, seed=args.seed,
     )  # fmt: skip
     cfg = FinetuneConfig(
-        task=args.task, method=args.method, metric=args.metric, lr=lr,
+        task=args.task, method=method, metric=args.metric, lr=lr,
         weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs,
         max_steps=args.max_steps, eval_every=args.eval_every, patience=args.patience,
-        seed=args.seed, eval_test=args.eval_test, progress=not args.no_progress,
+        seed=args.seed, eval_test=getattr(args, "eval_test", False),
+        progress=not args.no_progress,
     )  # fmt: skip
-    saver = BestSaver(args.method, base=args.base, task=args.task, labels=names,
+    saver = BestSaver(method, base=args.base, task=args.task, labels=prep.labels,
                       model_cfg=model.cfg, tokenizer=loaded.tokenizer,
                       extra_files=loaded.extra_files)  # fmt: skip
+    return model, cfg, saver
 
+
+def run_one(args: argparse.Namespace, prep: Prepared, out: Path, method: str, lr: float, r: int,
+            extra: dict | None = None) -> dict:  # fmt: skip
+    """One fine-tuning run into ``out`` (claimed: a fresh directory, or --overwrite) -> summary."""
+    from myllm101.finetune.run import finetune
+    from myllm101.train.rundir import claim_run_dir
+
+    model, cfg, saver = build_run(args, prep, method, lr, r)
     lock = claim_run_dir(out, overwrite=args.overwrite)
     try:
-        summary = finetune(
-            model, batches["train"], batches["val"], cfg, out, saver,
-            test_batches=batches.get("test"), num_labels=num_labels, extra_summary=extra,
+        return finetune(
+            model, prep.batches["train"], prep.batches["val"], cfg, out, saver,
+            test_batches=prep.batches.get("test"), num_labels=prep.num_labels,
+            extra_summary={**prep.extra, **(extra or {})},
         )  # fmt: skip
     finally:
         lock.release()
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from myllm101.finetune.run import format_summary
+
+    lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.method, 1e-3)
+    check_common_options(args, [lr], [args.method])  # before anything is loaded
+    out = Path(args.out)
+    refuse_existing_run(out, args, "run")
+    prep = prepare_data(args, with_test=args.eval_test)
+    summary = run_one(args, prep, out, args.method, lr, args.lora_r)
     print(format_summary(summary))
     return 0
 
 
-def add_subparsers(subparsers) -> None:
-    """Add ``finetune`` to an ``add_subparsers()`` object."""
-    from myllm101.checks import FINETUNE_METHODS, FINETUNE_TASKS
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    """The options ``finetune`` and ``sweep`` share (data, schedule, selection, LoRA shape)."""
+    from myllm101.checks import FINETUNE_TASKS
 
-    p = subparsers.add_parser("finetune", help="fine-tune a model (LoRA, QLoRA or full)")
     p.add_argument("--base", required=True, help="smollm2, minilm, or a model/run directory")
-    p.add_argument("--method", choices=FINETUNE_METHODS, default="lora")
     p.add_argument("--task", choices=FINETUNE_TASKS, required=True)
     p.add_argument("--data", required=True, help="directory of {sft|genre}-{split}.jsonl")
     p.add_argument("--out", required=True, help="the run directory")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=None,
-                   help="default: 1e-3 for lora/qlora, 5e-5 for full")  # fmt: skip
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--eval-every", type=int, default=50, help="steps between val evaluations")
     p.add_argument("--patience", type=int, default=3,
                    help="evaluations without a new best before stopping")  # fmt: skip
     p.add_argument("--metric", default=None, choices=("loss", "accuracy", "macro_f1"),
                    help="val metric to select on (sft: loss; classify: macro_f1 by default)")  # fmt: skip
-    p.add_argument("--max-length", type=int, default=256, help="tokens per example")
+    p.add_argument("--max-length", type=int, default=256,
+                   help="tokens per example (with --pack: per packed row)")  # fmt: skip
+    p.add_argument("--pack", action="store_true",
+                   help="sft: several train examples per row, each attending to itself only")  # fmt: skip
     p.add_argument("--max-train", type=int, default=None, help="rows of train kept (seeded)")
     p.add_argument("--max-val", type=int, default=None)
     p.add_argument("--max-test", type=int, default=None)
-    p.add_argument("--lora-r", type=int, default=8)
     p.add_argument("--lora-alpha", type=float, default=16.0)
     p.add_argument("--lora-dropout", type=float, default=0.05)
     p.add_argument("--targets", nargs="+", default=None, metavar="NAME",
                    help="LoRA target layers (default: q_proj v_proj)")  # fmt: skip
-    p.add_argument("--eval-test", action="store_true",
-                   help="evaluate the test split once, on the best state, at the end")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true",
                    help="move an existing run in --out aside and start afresh")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_subparsers(subparsers) -> None:
+    """Add ``finetune`` and ``sweep`` to an ``add_subparsers()`` object."""
+    from myllm101.checks import FINETUNE_METHODS
+    from myllm101.finetune import sweep
+
+    p = subparsers.add_parser("finetune", help="fine-tune a model (LoRA, QLoRA or full)")
+    add_common_options(p)
+    p.add_argument("--method", choices=FINETUNE_METHODS, default="lora")
+    p.add_argument("--lr", type=float, default=None,
+                   help="default: 1e-3 for lora/qlora, 5e-5 for full")  # fmt: skip
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--eval-test", action="store_true",
+                   help="evaluate the test split once, on the best state, at the end")  # fmt: skip
     p.set_defaults(func=guarded(cmd_finetune))
+    sweep.add_subparser(subparsers)
 
 
 def run(argv: list[str] | None = None) -> int:

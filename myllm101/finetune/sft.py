@@ -3,6 +3,7 @@
     ids, labels = encode_sft({"instruction": "Who speaks ...?", "response": "Hamlet"}, tok, 256)
     batch = collate([(ids, labels), ...], pad_id=tok.eos_id)          # padded to the longest
     rows = pack([(ids, labels), ...], block_size=512, pad_id=tok.eos_id)  # several per row
+    mask = packed_attention_mask(rows["segment_ids"])  # (R, T, T): each example sees only itself
     loss = model(batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
 
 One example is the ChatML text hub/smollm2.py's ``chat_prompt`` writes, plus the answer:
@@ -27,11 +28,11 @@ THEM: our models take a (B, T) padding mask, so with the causal mask alone a tok
 example in a row also attends to the first example's tokens. The loss stays each example's own
 tokens', but their logits see the earlier examples as context. ``segment_ids`` name each token's
 example (0 = padding) and ``packed_attention_mask`` turns them into the block-diagonal causal
-(B, T, T) mask that would stop this, for an attention that accepts one (torch's
-``scaled_dot_product_attention`` does; fast/llama.py's forward does not yet; tests/test_sft.py
-shows both the crossing and the fix). Positions run on across a packed row (not reset per
-example): RoPE scores depend on relative positions only, so within one example that changes
-nothing. Padding (``collate``) has none of these issues.
+(B, T, T) mask that stops this: our models take it as their ``attention_mask`` (fast/blocks.py),
+so each example of a packed row gets the logits it would get alone (tests/test_sft.py shows both
+the crossing and the fix; ``myllm101 finetune --pack`` trains so). Positions run on across a
+packed row (not reset per example): RoPE scores depend on relative positions only, so within one
+example that changes nothing. Padding (``collate``) has none of these issues.
 """
 
 from __future__ import annotations

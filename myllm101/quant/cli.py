@@ -24,7 +24,7 @@ from myllm101.cli_util import guarded, run_group
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from myllm101.quant.eval import load_any
+    from myllm101.quant.eval import load_for_output
     from myllm101.quant.heldout import calibration_batches
     from myllm101.quant.quantize import (
         DEFAULT_SKIP,
@@ -36,11 +36,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     scheme = parse_scheme(args.scheme)  # a bad name fails before any model is loaded
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise ValueError(f"--out {out}: already exists; pass --overwrite to replace it")
-    m = load_any(args.model)
-    if m.directory is not None and out.resolve() == m.directory.resolve():
-        raise ValueError(f"--out {out}: is the input model's directory; expected another one")
+    m = load_for_output(args.model, out, args.overwrite)
     calibration = None
     if scheme.needs_calibration:
         if m.cfg.model_type == "bert":

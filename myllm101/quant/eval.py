@@ -28,6 +28,7 @@ document first, and the overlap of their top-5 documents.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import statistics
 import time
@@ -53,7 +54,7 @@ class Loaded:
     cfg: object
     name: str  # "smollm2", "minilm" or the directory
     directory: Path | None = None  # a model directory (its files are the size on disk)
-    base: str | None = None  # the float model a quantized one came from
+    base: str | None = None  # the float model a quantized or pruned one came from
     extra_files: list[Path] = field(default_factory=list)  # copied with a quantized save
 
     @property
@@ -92,7 +93,30 @@ def load_any(spec: str) -> Loaded:
         tok = WordPieceTokenizer.from_file(vocab)
     q = getattr(model, "quantization", None)
     extra = [vocab] if vocab.is_file() else []
-    return Loaded(model, tok, cfg, str(spec), directory, q["base"] if q else None, extra)
+    loaded = Loaded(model, tok, cfg, str(spec), directory, None, extra)
+    pruned = pruning_of(loaded)
+    loaded.base = q["base"] if q else pruned["base"] if pruned else None
+    return loaded
+
+
+def load_for_output(spec: str, out: Path, overwrite: bool) -> Loaded:
+    """``load_any(spec)`` for a command that writes a new model directory ``out`` (quantize,
+    prune): refuses an existing ``out`` without ``overwrite`` (before loading) and the input's
+    own directory."""
+    if out.exists() and not overwrite:
+        raise ValueError(f"--out {out}: already exists; pass --overwrite to replace it")
+    m = load_any(spec)
+    if m.directory is not None and out.resolve() == m.directory.resolve():
+        raise ValueError(f"--out {out}: is the input model's directory; expected another one")
+    return m
+
+
+def pruning_of(m: Loaded) -> dict | None:
+    """The "pruning" entry of a pruned model directory's config.json (prune/cli.py), or None."""
+    if m.directory is None:
+        return None
+    entry = json.loads((m.directory / "config.json").read_text()).get("pruning")
+    return entry if isinstance(entry, dict) else None
 
 
 # ---- perplexity --------------------------------------------------------------------------------
@@ -319,9 +343,14 @@ def evaluate(spec: str, settings: EvalSettings | None = None, progress: bool = F
 
     s = settings or EvalSettings()
     m = load_any(spec)
-    base = m if m.quantization is None else load_any(m.base) if m.base else None
-    out = {"model": m.name, "model_type": m.cfg.model_type,
-           "scheme": m.quantization["scheme"] if m.quantization else "fp32", "base": m.base,
+    base = load_any(m.base) if m.base else m if m.quantization is None else None
+    scheme = m.quantization["scheme"] if m.quantization else "fp32"
+    pruned = pruning_of(m)
+    if pruned:  # "wanda 0.5", "heads+neurons 0.25 (recovered)"
+        done = " (recovered)" if pruned.get("recovery") else ""
+        scheme = f"{pruned['method']} {pruned['sparsity']:g}{done}"
+    out = {"model": m.name, "model_type": m.cfg.model_type, "scheme": scheme, "base": m.base,
+           "pruning": pruned,
            "size": {**disk_size(m.directory, m.model), "linear": quantized_bytes(m.model)},
            "cpu": hardware().summary(), "settings": vars(s)}  # fmt: skip
     if m.cfg.model_type == "bert":

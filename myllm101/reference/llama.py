@@ -21,6 +21,10 @@ HF's ``LlamaForCausalLM`` names without the ``model.`` prefix::
 
 With ``tie_word_embeddings`` (LLaMA 3.2 small models) lm_head.weight is embed_tokens.weight, as in
 reference/gpt.py: one array, the gradients of both uses summed and reported under both names.
+
+Per-layer shapes (a structurally pruned config): layer i's H, Hkv and I above are
+``cfg.n_head_of(i)``, ``cfg.n_kv_head_of(i)`` and ``cfg.intermediate_size_of(i)``; D is
+``cfg.head_dim`` everywhere, so H*D may differ from C.
 """
 
 from __future__ import annotations
@@ -47,15 +51,20 @@ from myllm101.reference.rope import rope_frequencies
 
 def param_shapes(cfg: LlamaConfig) -> dict[str, tuple[int, ...]]:
     """Every parameter name -> shape, in the fast model's state_dict order."""
-    C, V, I, D = cfg.n_embd, cfg.vocab_size, cfg.intermediate_size, cfg.head_dim
+    C, V, D = cfg.n_embd, cfg.vocab_size, cfg.head_dim
     shapes = {"embed_tokens.weight": (V, C)}
     for i in range(cfg.n_layer):
-        L = f"layers.{i}"
+        L, H, Hkv, I = (
+            f"layers.{i}",
+            cfg.n_head_of(i),
+            cfg.n_kv_head_of(i),
+            cfg.intermediate_size_of(i),
+        )
         shapes[f"{L}.input_layernorm.weight"] = (C,)
-        shapes[f"{L}.self_attn.q_proj.weight"] = (cfg.n_head * D, C)
-        shapes[f"{L}.self_attn.k_proj.weight"] = (cfg.n_kv_head * D, C)
-        shapes[f"{L}.self_attn.v_proj.weight"] = (cfg.n_kv_head * D, C)
-        shapes[f"{L}.self_attn.o_proj.weight"] = (C, cfg.n_head * D)
+        shapes[f"{L}.self_attn.q_proj.weight"] = (H * D, C)
+        shapes[f"{L}.self_attn.k_proj.weight"] = (Hkv * D, C)
+        shapes[f"{L}.self_attn.v_proj.weight"] = (Hkv * D, C)
+        shapes[f"{L}.self_attn.o_proj.weight"] = (C, H * D)
         shapes[f"{L}.post_attention_layernorm.weight"] = (C,)
         shapes[f"{L}.mlp.gate_proj.weight"] = (I, C)
         shapes[f"{L}.mlp.up_proj.weight"] = (I, C)
@@ -125,8 +134,8 @@ class ReferenceLlama:
             a, c["attn"] = mha_forward(
                 h,
                 sub_params(p, f"{L}.self_attn."),
-                cfg.n_head,
-                cfg.n_kv_head,
+                cfg.n_head_of(i),
+                cfg.n_kv_head_of(i),
                 causal=True,
                 key_padding_mask=mask,
                 rope=rope,

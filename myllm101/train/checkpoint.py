@@ -265,6 +265,7 @@ def read_config(directory) -> tuple[object, dict | None]:
         )
     train = d.pop("train", None)
     d.pop("quantization", None)  # read by read_quantization (a quantized model directory)
+    d.pop("pruning", None)  # what prune/cli.py did (the shapes themselves are in the config)
     if train is not None and not isinstance(train, dict):
         raise ValueError(f'{path}: "train": expected an object, got {type(train).__name__}')
     try:
