@@ -350,7 +350,8 @@ def evaluate(spec: str, settings: EvalSettings | None = None, progress: bool = F
         done = " (recovered)" if pruned.get("recovery") else ""
         scheme = f"{pruned['method']} {pruned['sparsity']:g}{done}"
     out = {"model": m.name, "model_type": m.cfg.model_type, "scheme": scheme, "base": m.base,
-           "pruning": pruned,
+           # the indices a structured pruning removed stay in its config.json (thousands of them)
+           "pruning": pruned and {k: v for k, v in pruned.items() if k != "removed"},
            "size": {**disk_size(m.directory, m.model), "linear": quantized_bytes(m.model)},
            "cpu": hardware().summary(), "settings": vars(s)}  # fmt: skip
     if m.cfg.model_type == "bert":
