@@ -141,7 +141,7 @@ def test_kv_cache_bookkeeping():
         model(torch.zeros(1, 2, dtype=torch.long), kv_cache=cache)
     with pytest.raises(ValueError, match=r"attention_mask: expected shape \(2, 2\), got \(2, 5\)"):
         model(torch.zeros(2, 2, dtype=torch.long), torch.ones(2, 5), kv_cache=cache)
-    with pytest.raises(ValueError, match=r"k: expected shape \(2, 2, \*, 4\), got \(2, 2, 1, 3\)"):
+    with pytest.raises(ValueError, match=r"k: expected shape \(2, \*, \*, 4\), got \(2, 2, 1, 3\)"):
         cache.update(0, torch.zeros(2, 2, 1, 3), torch.zeros(2, 2, 1, 3))
     with pytest.raises(ValueError, match=r"max_len: expected a positive value, got 0"):
         KVCache(2, 1, 1, 0, 4)

@@ -29,7 +29,9 @@ from myllm101.prune.structured import prune_structured, remove_heads, remove_neu
 from myllm101.train.checkpoint import load_model, save_model_dir
 from parity_tests.helpers import assert_close, examples, seeds
 
-TOL = {torch.float64: 1e-10, torch.float32: 1e-6}
+# float32: the brief's ~1e-5 (removing heads shortens o_proj's sums, so the rounding differs;
+# 1e-6 failed on a stored hypothesis example by 6e-6 relative to the largest logit)
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
 def tiny_cfg(**kw) -> LlamaConfig:

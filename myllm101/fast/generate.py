@@ -99,10 +99,16 @@ class KVCache:
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """k, v: (B, Hkv, T, D) new -> (k_all, v_all): (B, Hkv, length + T, D), views of the cache."""
+        """k, v: (B, H, T, D) new -> (k_all, v_all): (B, H, length + T, D), views of the cache.
+
+        H may be below the cache's Hkv: a layer with kv heads removed (prune/structured.py) uses
+        the first H slots of its layer."""
         _, B, Hkv, max_len, D = self.shape
-        expect_shape("k", k, (B, Hkv, None, D))
+        expect_shape("k", k, (B, None, None, D))
         expect_shape("v", v, tuple(k.shape))
+        H = k.shape[1]
+        if H > Hkv:
+            raise ValueError(f"k: expected at most {Hkv} kv heads (the cache's), got {H}")
         start, end = self.length, self.length + k.shape[2]
         if end > max_len:
             raise ValueError(
@@ -113,9 +119,9 @@ class KVCache:
             dtype = self.dtype or k.dtype
             self.k = torch.zeros(self.shape, dtype=dtype, device=self.device or k.device)
             self.v = torch.zeros_like(self.k)
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        k_all, v_all = self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        self.k[layer, :, :H, start:end] = k
+        self.v[layer, :, :H, start:end] = v
+        k_all, v_all = self.k[layer, :, :H, :end], self.v[layer, :, :H, :end]
         return k_all.to(k.dtype), v_all.to(v.dtype)  # no copy unless the cache dtype differs
 
     def advance(self, n_tokens: int) -> None:

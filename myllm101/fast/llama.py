@@ -26,7 +26,7 @@ Per-layer shapes (a structurally pruned model, myllm101/prune/structured.py): la
 with ``cfg.n_head_of(i)`` query heads, ``cfg.n_kv_head_of(i)`` kv heads of ``cfg.head_dim`` each
 and ``cfg.intermediate_size_of(i)`` MLP neurons; every op reads its sizes from its own module.
 A KV cache sized for the unpruned model (``KVCache.for_model``: ``cfg.n_kv_head`` heads in every
-layer) serves a layer with fewer kv heads through ``cache_update``: they fill the first slots.
+layer) serves a layer with fewer kv heads: they fill its first slots (``KVCache.update``).
 """
 
 from __future__ import annotations
@@ -104,8 +104,6 @@ class LlamaBlock(nn.Module):
     ) -> torch.Tensor:
         """kv_cache: this layer of a KVCache; RoPE positions are position_ids (B, T) if given,
         else offset .. offset + T - 1 (offset = the number of cached tokens)."""
-        if kv_cache is not None and self.self_attn.n_kv_heads < cache_width(kv_cache):
-            kv_cache = NarrowLayerCache(kv_cache, self.self_attn.n_kv_heads)
         h = self.self_attn(
             self.input_layernorm(x),
             key_padding_mask,
@@ -129,8 +127,7 @@ class LlamaBlock(nn.Module):
             q, k, v = project(attn.qkv_proj, h).split((H * D, Hkv * D, Hkv * D), dim=-1)
         q = rotate(q.view(B, 1, H, D).transpose(1, 2), *rot)  # (B, H, 1, D)
         k = rotate(k.view(B, 1, Hkv, D).transpose(1, 2), *rot)  # (B, Hkv, 1, D)
-        v = v.view(B, 1, Hkv, D).transpose(1, 2)
-        k, v = cache_update(cache, index, k, v)  # (B, Hkv, S, D)
+        k, v = cache.update(index, k, v.view(B, 1, Hkv, D).transpose(1, 2))  # (B, Hkv, S, D)
         # one query sees every cached key: only padding is masked (a row always sees itself)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=H != Hkv)
         x = x + project(attn.o_proj, o.transpose(1, 2).reshape(B, 1, H * D))
@@ -141,36 +138,6 @@ class LlamaBlock(nn.Module):
         else:
             gate, up = project(mlp.gate_up_proj, h).chunk(2, dim=-1)
         return x + project(mlp.down_proj, F.silu(gate) * up)
-
-
-def cache_width(cache) -> int:
-    """How many kv heads per layer a KVCache (or one layer's window onto it) holds; 0 for a cache
-    of another kind (used as it is)."""
-    shape = getattr(getattr(cache, "cache", cache), "shape", None)
-    return shape[2] if isinstance(shape, tuple) and len(shape) == 5 else 0
-
-
-def cache_update(cache, index: int, k: torch.Tensor, v: torch.Tensor):
-    """``cache.update(index, k, v)`` for k, v (B, Hkv, T, D) with Hkv at most the cache's width:
-    a pruned layer's heads fill the first Hkv slots (zeros pad the rest, never read) and only
-    they come back, (B, Hkv, S, D) views of the cache."""
-    Hkv, width = k.shape[1], cache_width(cache)
-    if Hkv >= width:
-        return cache.update(index, k, v)
-    pad = (0, 0, 0, 0, 0, width - Hkv)  # F.pad counts from the last axis: heads are axis 1
-    k_all, v_all = cache.update(index, F.pad(k, pad), F.pad(v, pad))
-    return k_all[:, :Hkv], v_all[:, :Hkv]
-
-
-class NarrowLayerCache:
-    """One layer's cache window (``update(k, v)``) for a layer with fewer kv heads than the cache
-    holds: ``cache_update`` on the underlying KVCache (see the module docstring)."""
-
-    def __init__(self, layer_cache, n_kv_heads: int):
-        self.layer_cache, self.n_kv_heads = layer_cache, n_kv_heads
-
-    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return cache_update(self.layer_cache.cache, self.layer_cache.index, k, v)
 
 
 def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
