@@ -15,7 +15,9 @@ T=128 (padding: attention mask 0, label -100), so every row processes the same 5
 
 - ``full`` (the baseline): ``prepare_model(model, "sft", "full")``, every weight trains;
 - ``lora``: ``prepare_model(..., "lora", targets=q_proj, v_proj, r=8, alpha=16, dropout=0.05)``,
-  PEFT's default targets for LLaMA;
+  PEFT's default targets for LLaMA, with prepare_model's default ``recompute="auto"``: the frozen
+  MLPs' hidden activations are recomputed in backward (fast/blocks.py ``set_recompute``), as
+  ``myllm101 finetune --method lora`` does;
 - ``qlora``: ``prepare_model(..., "qlora", ...)``: every Linear but the (tied) head becomes a
   frozen weight-only int8 layer, then the same LoRA;
 - ``peft-lora``: transformers' ``LlamaForCausalLM`` holding the same weights (from the same GGUF,
@@ -24,7 +26,10 @@ T=128 (padding: attention mask 0, label -100), so every row processes the same 5
   no KV cache; ours keeps none either).
 
 One round is one whole step: ``zero_grad(set_to_none=True)``, forward with ``labels`` ->
-``.loss``, ``backward``, optimizer step. Every row uses the SAME optimizer, built the same way:
+``.loss``, ``backward``, optimizer step. Our rows call the model with ``scored_only=True``, as
+``myllm101 finetune`` does (the LM head and loss on the scored positions only: 15 of the 512
+here; fast/blocks.py ``scored_lm_loss``); transformers has no such option, so peft's row computes
+the head at every position. Every row uses the SAME optimizer, built the same way:
 ``fast.optim.make_adamw(param_groups(model, 0.0), lr, weight_decay=0.0)`` over the trainable
 parameters only (torch's fused AdamW where available), lr as ``myllm101 finetune`` defaults it
 (5e-5 full, 1e-3 the LoRA rows); no gradient clipping. Rows alternate: before every timed round
@@ -102,7 +107,9 @@ NOTE = (
     "steps the same AdamW (fast.optim.make_adamw) over its trainable parameters (lr 5e-5 full, "
     f"1e-3 LoRA), no clipping; LoRA r={R}, alpha={ALPHA:g}, dropout={DROPOUT} on q_proj, v_proj; "
     "peak MB = one step's extra memory (no gradients held before it); the mode's MB = that + "
-    "the weights + the AdamW state"
+    "the weights + the AdamW state; ours compute the LM head and loss on the scored positions "
+    "only (scored_only=True, as `myllm101 finetune`), peft's at every position; lora and qlora "
+    "recompute the frozen MLPs' activations in backward (finetune's default recompute=auto)"
 )
 MODES = {
     "full": "train step, every weight",
@@ -266,7 +273,7 @@ def make_row(impl: str, model: nn.Module, batch: dict[str, torch.Tensor]) -> Row
     else:
         model = prepare_model(model, "sft", impl, targets=TARGETS, r=R, alpha=ALPHA,
                               dropout=DROPOUT)  # fmt: skip
-        kwargs = dict(batch)
+        kwargs = dict(batch, scored_only=True)  # as finetune.run.batch_loss
     model.train()
     lr = DEFAULT_LR["lora" if impl == "peft-lora" else impl]
     opt = make_adamw(param_groups(model, 0.0), lr=lr, weight_decay=0.0)

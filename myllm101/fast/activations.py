@@ -60,12 +60,39 @@ def silu(x: torch.Tensor) -> torch.Tensor:
     return F.silu(x)
 
 
+class _SwiGLU(torch.autograd.Function):
+    """silu(gate) * up keeping gate and up for backward, and recomputing silu(gate) there.
+
+    Written out, autograd keeps three (..., I) tensors a call (gate for silu's backward, silu(gate)
+    and up for the product's): a third of the MLP's activation memory. Recomputing silu(gate) is
+    one elementwise pass; the SmolLM2 LoRA step (30 layers, 512 tokens, I = 1536) kept 90 MB less.
+    """
+
+    @staticmethod
+    def forward(ctx, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(gate, up)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def backward(ctx, dout: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        gate, up = ctx.saved_tensors
+        dgate = dup = None
+        if ctx.needs_input_grad[0]:  # d silu(g)/dg = s (1 + g (1 - s)): torch's fused kernel
+            dgate = torch.ops.aten.silu_backward(dout * up, gate)
+        if ctx.needs_input_grad[1]:
+            dup = dout * F.silu(gate)
+        return dgate, dup
+
+
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """gate, up: (...) -> silu(gate) * up: (...)."""
+    """gate, up: (...) -> silu(gate) * up: (...). Eager autograd keeps 2 tensors, not 3
+    (``_SwiGLU``); under torch.compile, Inductor fuses the plain form and picks what to keep."""
     expect_float("gate", gate)
     expect_same_shape("gate", gate, "up", up)
     expect_dtype("up", up, (dtype_name(gate),))
-    return F.silu(gate) * up
+    if torch.compiler.is_compiling() or not (gate.requires_grad or up.requires_grad):
+        return F.silu(gate) * up
+    return _SwiGLU.apply(gate, up)
 
 
 class GELU(nn.Module):

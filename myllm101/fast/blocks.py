@@ -6,9 +6,12 @@
                                        the KV cache; returns the number of cached tokens
     residual(x)                        embeddings entering the residual stream, in float32
     run_blocks(model, blocks, x, ...)  x through every block (gradient checkpointing if asked)
+    set_recompute(model, mode)         what backward recomputes: "none", "mlp" or whole "blocks"
+    run_mlp(mlp, fn, x)                an MLP's fn(x), recomputed in backward when it is asked to
     run_blocks_cached(...)             the same, reading and extending a KV cache
     keep_last(x, n)                    the last n positions only, for the LM head (prefill)
     causal_lm_loss(logits, labels)     next-token cross-entropy (labels shifted inside)
+    scored_lm_loss(x, labels, ...)     the same loss with the LM head run on scored positions only
     shift_labels(labels)               labels[:, 1:] padded with -100: the targets of each position
     token_loss(logits, labels)         cross-entropy at every position (BERT's masked LM)
     init_gpt2_(model, n_layer, names)  the GPT-2 / nanoGPT initialization, in place
@@ -141,6 +144,26 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.compiler.disable
+def scored_lm_loss(
+    x: torch.Tensor, labels: torch.Tensor, final_norm: nn.Module, lm_head: nn.Module
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``causal_lm_loss(lm_head(final_norm(x)), labels)`` with the final norm, the LM head and the
+    loss run only where a position is scored (labels[t + 1] != -100): x (B, T, C), labels (B, T)
+    -> (logits (N, V) of the N scored positions in row-major order, loss).
+
+    The same loss and gradients (the norm works per position; unscored positions give no loss
+    and no gradient), for a fraction of the work when few positions are scored: fine-tuning on
+    responses only scored 15 of 512 positions of the SmolLM2 benchmark batch, whose (512, 49152)
+    logits, their log-softmax and their gradient are 96 MB each in float32. Not compiled: N
+    depends on the labels."""
+    expect_shape("labels", labels, x.shape[:2])
+    target = shift_labels(labels)  # (B, T)
+    keep = target != -100
+    logits = lm_head(final_norm(x[keep]))  # (N, V)
+    return logits, cross_entropy(logits, target[keep], ignore_index=-100)
+
+
+@torch.compiler.disable
 def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of every position's logits (..., V) against labels (...), -100 ignored;
     never compiled, like ``causal_lm_loss`` (BERT's masked-LM loss)."""
@@ -156,6 +179,38 @@ def run_blocks(model: nn.Module, blocks: nn.ModuleList, x: torch.Tensor, *args) 
     for block in blocks:
         x = checkpoint(block, x, *args, use_reentrant=False) if use_ckpt else block(x, *args)
     return x
+
+
+RECOMPUTE_MODES = ("none", "mlp", "blocks")
+
+
+def set_recompute(model: nn.Module, mode: str) -> None:
+    """What a training step keeps for backward and what it recomputes there, in place.
+
+    "none": every activation is kept. "blocks": each block's (``model.gradient_checkpointing``):
+    about one forward more, the least memory. "mlp": only each block's MLP is recomputed (its
+    input kept, its (B, T, 4C)-wide hidden activations dropped): the GEMMs before the activation
+    run again in backward (the down projection's output is not needed, and torch's non-reentrant
+    checkpoint stops before it). Worth it when the MLP is frozen (LoRA on the attention): there the
+    hidden activations are most of what a step keeps (SmolLM2, 30 layers, 512 tokens: 180 MB of
+    ~400 MB), for ~20% more FLOPs."""
+    if mode not in RECOMPUTE_MODES:
+        raise ValueError(f"recompute: expected one of {', '.join(RECOMPUTE_MODES)}, got {mode!r}")
+    if not hasattr(model, "gradient_checkpointing"):
+        raise ValueError(f"recompute: expected one of our GPT / Llama / BERT models, got "
+                         f"{type(model).__name__}")  # fmt: skip
+    model.gradient_checkpointing = mode == "blocks"
+    for m in model.modules():
+        if hasattr(m, "recompute"):
+            m.recompute = mode == "mlp"
+
+
+def run_mlp(mlp: nn.Module, fn, x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)``, or the same through a checkpoint when ``mlp.recompute`` and training (see
+    ``set_recompute``)."""
+    if mlp.recompute and mlp.training and torch.is_grad_enabled():
+        return checkpoint(fn, x, use_reentrant=False)
+    return fn(x)
 
 
 def init_gpt2_(model: nn.Module, n_layer: int, residual_names: tuple[str, ...]) -> None:

@@ -51,6 +51,16 @@ from myllm101.checks import (
 # the cache
 
 
+def cache_shape(
+    n_layer: int, rows: int, n_kv_heads: int, max_len: int, head_dim: int, rows_name="batch_size"
+) -> tuple[int, int, int, int, int]:
+    """A KV cache's (n_layer, rows, Hkv, max_len, D), each checked positive."""
+    for name, value in (("n_layer", n_layer), (rows_name, rows), ("n_kv_heads", n_kv_heads),
+                        ("max_len", max_len), ("head_dim", head_dim)):  # fmt: skip
+        expect_positive(name, value)
+    return (n_layer, rows, n_kv_heads, max_len, head_dim)
+
+
 class KVCache:
     """Keys and values of every layer, pre-allocated: k, v (n_layer, B, Hkv, max_len, D).
 
@@ -70,15 +80,7 @@ class KVCache:
         device=None,
         dtype: torch.dtype | None = None,
     ):
-        for name, value in (
-            ("n_layer", n_layer),
-            ("batch_size", batch_size),
-            ("n_kv_heads", n_kv_heads),
-            ("max_len", max_len),
-            ("head_dim", head_dim),
-        ):
-            expect_positive(name, value)
-        self.shape = (n_layer, batch_size, n_kv_heads, max_len, head_dim)
+        self.shape = cache_shape(n_layer, batch_size, n_kv_heads, max_len, head_dim)
         self.batch_size, self.max_len = batch_size, max_len
         self.device, self.dtype = device, dtype
         self.k: torch.Tensor | None = None  # (n_layer, B, Hkv, max_len, D)

@@ -44,6 +44,8 @@ from myllm101.fast.blocks import (
     residual,
     run_blocks,
     run_blocks_cached,
+    run_mlp,
+    scored_lm_loss,
 )
 from myllm101.fast.dropout import Dropout
 from myllm101.fast.embedding import Embedding
@@ -83,8 +85,12 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.recompute = False  # blocks.set_recompute
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run_mlp(self, self._forward, x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(gelu(self.c_fc(x), approximate="tanh"))  # (B, T, C)
 
 
@@ -132,6 +138,7 @@ class GPT(nn.Module):
         kv_cache=None,
         position_ids: torch.Tensor | None = None,
         logits_to_keep: int = 0,
+        scored_only: bool = False,
     ) -> ModelOutput:
         """input_ids: (B, T) -> ModelOutput(logits (B, T, V), loss or None).
 
@@ -144,6 +151,8 @@ class GPT(nn.Module):
             past .. past + T - 1 for every row.
         logits_to_keep: > 0: the logits of the last that many positions only (B, keep, V), what
             a prefill needs (fast/generate.py); 0: all of them.
+        scored_only: with labels, the final norm, LM head and loss run on the scored positions
+            only (blocks.scored_lm_loss): the same loss, logits (N, V) of those N positions.
         """
         past = check_model_inputs(
             self.cfg, input_ids, attention_mask, labels, kv_cache, position_ids
@@ -157,6 +166,10 @@ class GPT(nn.Module):
             x = run_blocks(self, self.h, x, mask)
         else:
             x = run_blocks_cached(self.h, x, mask, kv_cache)
+        if scored_only:
+            if labels is None:
+                raise ValueError("scored_only: expected labels (it keeps the scored positions)")
+            return ModelOutput(*scored_lm_loss(x, labels, self.ln_f, self.lm_head))
         x = keep_last(x, logits_to_keep, labels)
         logits = self.lm_head(self.ln_f(x))  # (B, T or keep, V)
         loss = None if labels is None else causal_lm_loss(logits, labels)

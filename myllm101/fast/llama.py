@@ -31,6 +31,8 @@ layer) serves a layer with fewer kv heads: they fill its first slots (``KVCache.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,6 +49,8 @@ from myllm101.fast.blocks import (
     residual,
     run_blocks,
     run_blocks_cached,
+    run_mlp,
+    scored_lm_loss,
 )
 from myllm101.fast.dropout import Dropout
 from myllm101.fast.embedding import Embedding
@@ -66,8 +70,12 @@ class LlamaMLP(nn.Module):
         self.down_proj = Linear(I, C, bias=False)
         # fast/fuse.py may replace gate/up_proj by one (2I, C) projection [gate | up] (inference)
         self.gate_up_proj: nn.Linear | None = None
+        self.recompute = False  # blocks.set_recompute
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run_mlp(self, self._forward, x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_up_proj is None:
             return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x)))  # (B, T, C)
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # (B, T, I) each: views of one GEMM
@@ -115,9 +123,10 @@ class LlamaBlock(nn.Module):
         x = x + self.dropout(h)
         return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
 
-    def decode(self, x: torch.Tensor, cache, index: int, rot, mask) -> torch.Tensor:
+    def decode(self, x: torch.Tensor, cache, index: int, rot, attend) -> torch.Tensor:
         """Llama.decode_step's layer ``index``: x (B, 1, C) -> (B, 1, C); the same ops as forward
-        (RMSNorm, projections, RoPE, cache append, SDPA, SwiGLU) without checks or dispatch."""
+        (RMSNorm, projections, RoPE, cache append, SDPA, SwiGLU) without checks or dispatch.
+        attend(q (B, H, 1, D), k, v (B, Hkv, S, D)) -> (B, H, 1, D): the attention core."""
         attn, mlp = self.self_attn, self.mlp
         B, H, Hkv, D = x.shape[0], attn.n_heads, attn.n_kv_heads, attn.head_dim
         h = rms_norm(x, self.input_layernorm.weight, self.input_layernorm.eps)
@@ -128,8 +137,7 @@ class LlamaBlock(nn.Module):
         q = rotate(q.view(B, 1, H, D).transpose(1, 2), *rot)  # (B, H, 1, D)
         k = rotate(k.view(B, 1, Hkv, D).transpose(1, 2), *rot)  # (B, Hkv, 1, D)
         k, v = cache.update(index, k, v.view(B, 1, Hkv, D).transpose(1, 2))  # (B, Hkv, S, D)
-        # one query sees every cached key: only padding is masked (a row always sees itself)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=H != Hkv)
+        o = attend(q, k, v)
         x = x + project(attn.o_proj, o.transpose(1, 2).reshape(B, 1, H * D))
         norm = self.post_attention_layernorm
         h = rms_norm(x, norm.weight, norm.eps)
@@ -138,6 +146,17 @@ class LlamaBlock(nn.Module):
         else:
             gate, up = project(mlp.gate_up_proj, h).chunk(2, dim=-1)
         return x + project(mlp.down_proj, F.silu(gate) * up)
+
+
+def decode_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A decode step's attention core: q (B, H, 1, D), k, v (B, Hkv, S, D) -> (B, H, 1, D). One
+    query sees every cached key, so only padding is masked: mask (B, 1, 1, S) bool or None (a row
+    always sees itself)."""
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1]
+    )
 
 
 def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -174,10 +193,12 @@ class Llama(nn.Module):
         kv_cache=None,
         position_ids: torch.Tensor | None = None,
         logits_to_keep: int = 0,
+        scored_only: bool = False,
     ) -> ModelOutput:
         """input_ids: (B, T) -> ModelOutput(logits (B, T, V), loss or None); see GPT.forward
         (attention_mask covers the cached tokens too; position_ids (B, T) are RoPE positions;
-        logits_to_keep > 0: logits of the last that many positions only, (B, keep, V))."""
+        logits_to_keep > 0: logits of the last that many positions only, (B, keep, V);
+        scored_only: with labels, logits (N, V) of the N scored positions: scored_lm_loss)."""
         past = check_model_inputs(
             self.cfg, input_ids, attention_mask, labels, kv_cache, position_ids
         )
@@ -189,6 +210,10 @@ class Llama(nn.Module):
             x = run_blocks(self, self.layers, x, mask, None, position_ids)
         else:
             x = run_blocks_cached(self.layers, x, mask, kv_cache, position_ids, past)
+        if scored_only:
+            if labels is None:
+                raise ValueError("scored_only: expected labels (it keeps the scored positions)")
+            return ModelOutput(*scored_lm_loss(x, labels, self.norm, self.lm_head))
         x = keep_last(x, logits_to_keep, labels)
         logits = self.lm_head(self.norm(x))  # (B, T or keep, V)
         loss = None if labels is None else causal_lm_loss(logits, labels)
@@ -201,12 +226,15 @@ class Llama(nn.Module):
         kv_cache,
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        attend=None,
     ) -> torch.Tensor:
         """One token per row after a prefilled cache: input_ids (B, 1) -> logits (B, V).
 
         Same arguments and result as ``forward(input_ids, attention_mask, kv_cache=kv_cache,
         position_ids=position_ids).logits[:, -1]`` (see the module docstring), unchecked:
-        attention_mask (B, past + 1) bool, left padding only; position_ids (B, 1)."""
+        attention_mask (B, past + 1) bool, left padding only; position_ids (B, 1). attend: the
+        attention core (``LlamaBlock.decode``), default ``decode_attention`` with that mask
+        (serve/decode.py passes one that attends row by row, each over its own keys)."""
         L = kv_cache.length  # tokens cached so far: the new one sits at position L
         rope = self.layers[0].self_attn.rope  # every layer's tables are the same
         if position_ids is None:
@@ -214,10 +242,12 @@ class Llama(nn.Module):
         else:
             cos, sin = rope.cos[position_ids][:, None], rope.sin[position_ids][:, None]  # (B,1,1,D)
         rot = (cos, signed_sin_table(sin))  # RoPE's rotate_half sign, once for all layers
-        mask = None if attention_mask is None else attention_mask[:, None, None, :]  # (B,1,1,S)
+        if attend is None:
+            mask = None if attention_mask is None else attention_mask[:, None, None, :]  # (B,1,1,S)
+            attend = functools.partial(decode_attention, mask=mask)
         x = residual(F.embedding(input_ids, self.embed_tokens.weight))  # (B, 1, C)
         for i, layer in enumerate(self.layers):
-            x = layer.decode(x, kv_cache, i, rot, mask)
+            x = layer.decode(x, kv_cache, i, rot, attend)
         kv_cache.advance(1)
         x = rms_norm(x, self.norm.weight, self.norm.eps)
         return project(self.lm_head, x)[:, -1]  # (B, V)

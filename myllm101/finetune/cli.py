@@ -278,6 +278,7 @@ def build_run(args: argparse.Namespace, prep: Prepared, method: str, lr: float, 
     model = prepare_model(
         loaded.model, args.task, method, targets=args.targets, r=r, alpha=args.lora_alpha,
         dropout=args.lora_dropout, base_name=args.base, seed=args.seed,
+        recompute=args.recompute,
     )  # fmt: skip
     cfg = FinetuneConfig(
         task=args.task, method=method, metric=args.metric, lr=lr,
@@ -351,6 +352,9 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-dropout", type=float, default=0.05)
     p.add_argument("--targets", nargs="+", default=None, metavar="NAME",
                    help="LoRA target layers (default: q_proj v_proj)")  # fmt: skip
+    p.add_argument("--recompute", choices=("auto", "none", "mlp", "blocks"), default="auto",
+                   help="what backward recomputes instead of keeping: auto = mlp for lora / "
+                   "qlora (GPT, Llama), none otherwise; blocks = gradient checkpointing")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true",
                    help="move an existing run in --out aside and start afresh")  # fmt: skip

@@ -118,14 +118,28 @@ def prepare_model(
     dropout: float = 0.05,
     base_name: str | None = None,
     seed: int = 0,
+    recompute: str = "auto",
 ) -> nn.Module:
     """Make ``model`` ready to train, in place: ``full`` unfreezes every weight; ``lora`` adds
     LoRA layers on ``targets`` (None: PEFT's default for LLaMA / GPT, q_proj and v_proj for
     BERT) and freezes the rest; ``qlora`` first turns every Linear but the heads into a frozen
     weight-only int8 layer (quant/quantize.py), then does ``lora``. For a BERT (classify) the
-    pooler and classifier stay trainable under lora / qlora."""
+    pooler and classifier stay trainable under lora / qlora.
+
+    recompute: what backward recomputes (fast/blocks.py ``set_recompute``): "none", "mlp",
+    "blocks", or "auto": "mlp" for lora / qlora on a GPT or Llama (their frozen MLPs' hidden
+    activations are most of the step's memory: SmolLM2 LoRA kept 263 MB instead of 405, for
+    ~20% more FLOPs), "none" for full fine-tuning and BERT."""
+    from myllm101.fast.blocks import RECOMPUTE_MODES, set_recompute
     from myllm101.finetune.adapters import apply_lora, model_type_of
 
+    if recompute != "auto" and recompute not in RECOMPUTE_MODES:
+        raise ValueError(f"recompute: expected auto or one of {', '.join(RECOMPUTE_MODES)}, "
+                         f"got {recompute!r}")  # fmt: skip
+    bert = model_type_of(model) == "bert"
+    if recompute == "auto":
+        recompute = "mlp" if method in ("lora", "qlora") and not bert else "none"
+    set_recompute(model, recompute)
     torch.manual_seed(seed)  # LoRA's A init
     if method == "full":
         for p in model.parameters():
@@ -135,7 +149,6 @@ def prepare_model(
         from myllm101.quant.quantize import quantize
 
         quantize(model, "int8", skip=qlora_skip(model))
-    bert = model_type_of(model) == "bert"
     if targets is None and bert:
         targets = ("q_proj", "v_proj")
     apply_lora(model, targets=targets, r=r, alpha=alpha, dropout=dropout, base_name=base_name)
@@ -165,7 +178,9 @@ def head_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def batch_loss(model: nn.Module, batch: Batch, task: str) -> torch.Tensor:
     """The mean loss of one batch: response tokens for sft, examples for classify."""
     if task == "sft":
-        return model(batch["input_ids"], batch["attention_mask"], batch["labels"]).loss
+        return model(
+            batch["input_ids"], batch["attention_mask"], batch["labels"], scored_only=True
+        ).loss
     return model(batch["input_ids"], batch["attention_mask"], batch["labels"], head="cls").loss
 
 
@@ -184,7 +199,7 @@ def evaluate(model: nn.Module, batches: Sequence[Batch], task: str, num_labels: 
     total, count, y_true, y_pred = 0.0, 0, [], []
     for b in batches:
         if task == "sft":
-            out = model(b["input_ids"], b["attention_mask"], b["labels"])
+            out = model(b["input_ids"], b["attention_mask"], b["labels"], scored_only=True)
             n = int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
             if n == 0:  # nothing scored: its loss is nan and its weight 0
                 continue

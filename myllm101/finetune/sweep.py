@@ -181,14 +181,11 @@ def select(rows: list[dict], higher_is_better: bool) -> dict:
 def plot_curves(runs: dict[str, dict], metric: str, selected: str, path: Path) -> Path:
     """curves.png: train loss (smoothed), val loss and (unless the metric is the loss) the val
     metric against the step, one line per point; the selected point drawn thicker."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from myllm101.plots import colormap, save, subplots
 
     panels = 2 if metric == "loss" else 3
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2))
-    colors = plt.get_cmap("tab10")
+    fig, axes = subplots(1, panels, figsize=(5.2 * panels, 4.2))
+    colors = colormap("tab10")
     for i, (name, c) in enumerate(runs.items()):
         style = {"color": colors(i % 10), "lw": 2.6 if name == selected else 1.2,
                  "label": name + (" (selected)" if name == selected else "")}  # fmt: skip
@@ -205,10 +202,7 @@ def plot_curves(runs: dict[str, dict], metric: str, selected: str, path: Path) -
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=110)
 
 
 def table_md(rows: list[dict], selected: dict, test: dict | None, header: str) -> str:

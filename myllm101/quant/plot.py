@@ -18,15 +18,12 @@ TEXT_COLUMNS = (
 
 def plot_perplexity_vs_size(results: list[dict], path, title: str = "Perplexity vs size") -> Path:
     """Write the PNG to ``path``; returns it. Models without a perplexity (MiniLM) are left out."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from myllm101.plots import save, subplots
 
     rows = [r for r in table_rows(results) if r["ppl_shakespeare"] is not None]
     if not rows:
         raise ValueError("results: expected at least one causal LM with a perplexity, got none")
-    fig, axes = plt.subplots(1, len(TEXT_COLUMNS), figsize=(11, 4.2))
+    fig, axes = subplots(1, len(TEXT_COLUMNS), figsize=(11, 4.2))
     for ax, (key, label) in zip(axes, TEXT_COLUMNS):
         for r in rows:
             ax.scatter(r["size_mb"], r[key], zorder=3)
@@ -37,8 +34,4 @@ def plot_perplexity_vs_size(results: list[dict], path, title: str = "Perplexity 
         ax.set_title(label)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=110)

@@ -373,6 +373,9 @@ def to_hf_tokenizer_json(tok) -> dict:
     """A Hugging Face ``tokenizer.json`` object (byte-level BPE) giving the same ids as ``tok``."""
     ranks = dict(tok.mergeable_ranks)
     vocab = {bytes_to_hf(t): r for t, r in sorted_ranks(ranks)}
+    # the special tokens too: HF renumbers an added token whose id the vocab lacks (SmolLM2's
+    # <|im_start|> = 1 became 49157); load_hf_tokenizer_json skips them in the vocab
+    vocab.update(tok.special_tokens)
     # merges in rank order: HF's merge priority (position in the list) = our rank order
     merges = [
         " ".join(bytes_to_hf(p) for p in merge_of(t, ranks))

@@ -412,9 +412,16 @@ def load_model(path, device="cpu"):
     directory = resolve_model_dir(path)
     verify_model_dir(directory)
     model_cfg, _ = read_config(directory)
-    model = build_model(model_cfg)
+    model = load_weights_into(build_model(model_cfg), directory)
+    tok = load_tokenizer(directory) if (directory / FILENAME).exists() else None
+    return model.to(device).eval(), tok, model_cfg
+
+
+def load_weights_into(model, directory: Path):
+    """``directory``'s model.safetensors into ``model`` (built from its config.json) -> model; a
+    quantized directory's modules are made first, of the right shapes (quant/quantize.py)."""
     quantization = read_quantization(directory)
-    if quantization is not None:  # quantized modules of the right shapes first (quant/quantize.py)
+    if quantization is not None:
         from myllm101.quant.quantize import (
             check_quantized_tensors,
             finish_loading,
@@ -426,5 +433,4 @@ def load_model(path, device="cpu"):
     load_weights(model, directory)
     if quantization is not None:
         finish_loading(model)
-    tok = load_tokenizer(directory) if (directory / FILENAME).exists() else None
-    return model.to(device).eval(), tok, model_cfg
+    return model

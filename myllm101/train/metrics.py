@@ -78,10 +78,7 @@ def read_metrics(path, drop_torn_last_line: bool = False) -> list[dict]:
 
 def plot_loss_curve(metrics_path, out_png) -> Path:
     """Train loss (and val loss, dots) against step -> PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from myllm101.plots import save, subplots
 
     recs = read_metrics(metrics_path)
     train = [(r["step"], r["loss"]) for r in recs if "loss" in r and "event" not in r]
@@ -89,7 +86,7 @@ def plot_loss_curve(metrics_path, out_png) -> Path:
     train = [(s, v) for s, v in train if math.isfinite(v)]
     if not train and not val:
         raise ValueError(f"{metrics_path}: no loss records to plot")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     if train:
         ax.plot(*zip(*train), label="train loss", lw=1)
     if val:
@@ -98,8 +95,4 @@ def plot_loss_curve(metrics_path, out_png) -> Path:
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    out_png = Path(out_png)
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
-    return out_png
+    return save(fig, out_png)
