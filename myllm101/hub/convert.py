@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from myllm101.config import BertConfig, GPTConfig, LlamaConfig
+from myllm101.hub.names import BERT_LAYER, BERT_MLM_HEAD, LLAMA_LAYER
 
 ARCHITECTURES = ("gpt2", "llama", "bert")
 
@@ -223,21 +224,20 @@ def _convert_llama(hf: dict, sd: dict, dtype: torch.dtype):
     out: dict[str, torch.Tensor | None] = {
         "embed_tokens.weight": tk.take("embed_tokens.weight", (V, C))
     }
+    shapes = {  # one layer's weights by hub/names.py LLAMA_LAYER name
+        "input_layernorm": (C,),
+        "self_attn.q_proj": (H * D, C),
+        "self_attn.k_proj": (Hkv * D, C),
+        "self_attn.v_proj": (Hkv * D, C),
+        "self_attn.o_proj": (C, H * D),
+        "post_attention_layernorm": (C,),
+        "mlp.gate_proj": (I, C),
+        "mlp.up_proj": (I, C),
+        "mlp.down_proj": (C, I),
+    }
     for i in range(L):
-        p = f"layers.{i}"
-        shapes = {
-            "input_layernorm.weight": (C,),
-            "self_attn.q_proj.weight": (H * D, C),
-            "self_attn.k_proj.weight": (Hkv * D, C),
-            "self_attn.v_proj.weight": (Hkv * D, C),
-            "self_attn.o_proj.weight": (C, H * D),
-            "post_attention_layernorm.weight": (C,),
-            "mlp.gate_proj.weight": (I, C),
-            "mlp.up_proj.weight": (I, C),
-            "mlp.down_proj.weight": (C, I),
-        }
-        for name, shape in shapes.items():
-            out[f"{p}.{name}"] = tk.take(f"{p}.{name}", shape)  # same names, minus "model."
+        for m in LLAMA_LAYER:  # same names, minus "model."
+            out[f"layers.{i}.{m}.weight"] = tk.take(f"layers.{i}.{m}.weight", shapes[m])
     out["norm.weight"] = tk.take("norm.weight", (C,))
     _head(tk, out, tied, "embed_tokens.weight", (V, C))
     tk.raise_if_any("LLaMA")
@@ -290,22 +290,20 @@ def _convert_bert(hf: dict, sd: dict, dtype: torch.dtype, num_labels: int = 2):
     out[f"{e}.position_embeddings.weight"] = tk.take(f"{e}.position_embeddings.weight", (P, C))
     out[f"{e}.token_type_embeddings.weight"] = tk.take(f"{e}.token_type_embeddings.weight", (T, C))
     norm(f"{e}.LayerNorm", f"{e}.layer_norm")
+    shapes = {"mlp.fc_in": (I, C), "mlp.fc_out": (C, I)}  # (out, in); the other Linears: (C, C)
     for i in range(L):
-        s, d = f"encoder.layer.{i}", f"layers.{i}"
-        lin(f"{s}.attention.self.query", f"{d}.attn.q_proj", C, C)
-        lin(f"{s}.attention.self.key", f"{d}.attn.k_proj", C, C)
-        lin(f"{s}.attention.self.value", f"{d}.attn.v_proj", C, C)
-        lin(f"{s}.attention.output.dense", f"{d}.attn.o_proj", C, C)
-        norm(f"{s}.attention.output.LayerNorm", f"{d}.attn_norm")
-        lin(f"{s}.intermediate.dense", f"{d}.mlp.fc_in", I, C)
-        lin(f"{s}.output.dense", f"{d}.mlp.fc_out", C, I)
-        norm(f"{s}.output.LayerNorm", f"{d}.mlp_norm")
+        for hf_name, ours in BERT_LAYER.items():  # hub/names.py
+            src, dst = f"encoder.layer.{i}.{hf_name}", f"layers.{i}.{ours}"
+            if ours.endswith("norm"):
+                norm(src, dst)
+            else:
+                lin(src, dst, *shapes.get(ours, (C, C)))
 
     # optional heads: all of a head's keys, or none of them (then zeros)
     if any(k.startswith("cls.predictions.") for k in tk.sd):
-        lin("cls.predictions.transform.dense", "mlm_head.dense", C, C)
-        norm("cls.predictions.transform.LayerNorm", "mlm_head.layer_norm")
-        out["mlm_head.decoder.bias"] = tk.take("cls.predictions.bias", (V,))
+        head_shapes = {"dense.weight": (C, C), "decoder.bias": (V,)}  # the rest: (C,)
+        for hf_name, ours in BERT_MLM_HEAD.items():  # hub/names.py
+            out[ours] = tk.take(hf_name, head_shapes.get(ours.removeprefix("mlm_head."), (C,)))
         if tk.has("cls.predictions.decoder.bias"):  # the same tensor as cls.predictions.bias
             tk.take("cls.predictions.decoder.bias", (V,))
         if tk.has("cls.predictions.decoder.weight"):  # tied to the word embeddings
