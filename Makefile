@@ -76,20 +76,13 @@ bench: install data
 	$(PY) -m benchmarks.finetune_budget --out benchmarks/results/finetune_budget.raw.json --report benchmarks/results/FINETUNE.md
 	$(MAKE) prune-table
 
-# pruning on SmolLM2: each method into runs/pruned/, then one `eval` over all of them (~30 min)
-PRUNED := runs/pruned
-PRUNE  := $(VENV)/bin/myllm101 prune --model smollm2 --overwrite --no-progress
+# pruning: every method at 25/50% (and 2:4, heads+neurons), before and after recovery, on SmolLM2
+# and on a LLaMA trained here in float32 (trained first when runs/llama-shakespeare is missing),
+# into runs/pruned/, then `eval` over them -> prune_eval.raw.json + PRUNE.md (1-2 h on 2 cores;
+# existing directories are reused; PRUNE_FLAGS=--no-speed: perplexity and size only)
+PRUNE_FLAGS ?=
 prune-table: install data
-	$(PRUNE) --method magnitude --sparsity 0.5 --out $(PRUNED)/magnitude-50
-	$(PRUNE) --method wanda --sparsity 0.5 --out $(PRUNED)/wanda-50
-	$(PRUNE) --method wanda --sparsity 0.25 --out $(PRUNED)/wanda-25
-	$(PRUNE) --method 2:4 --out $(PRUNED)/2of4
-	$(PRUNE) --method heads+neurons --sparsity 0.25 --out $(PRUNED)/structured-25
-	$(PRUNE) --method heads+neurons --sparsity 0.25 --recover-steps 40 --out $(PRUNED)/structured-25-rec
-	$(PRUNE) --method wanda --sparsity 0.5 --recover-steps 40 --out $(PRUNED)/wanda-50-rec
-	$(VENV)/bin/myllm101 quantize --model $(PRUNED)/wanda-50 --scheme int8 --out $(PRUNED)/wanda-50-int8 --overwrite
-	$(VENV)/bin/myllm101 eval --max-tokens 4096 --json benchmarks/results/prune_eval.raw.json \
-		--model smollm2 $(foreach m,magnitude-50 wanda-50 wanda-25 2of4 structured-25 structured-25-rec wanda-50-rec wanda-50-int8,--model $(PRUNED)/$(m))
+	$(PY) -m benchmarks.prune_table $(PRUNE_FLAGS)
 	$(PY) -m benchmarks.prune_report benchmarks/results/prune_eval.raw.json
 
 # the reports again from the committed raw files, measuring nothing (after a report's code changes)

@@ -171,7 +171,8 @@ def markdown(data: dict) -> str:
         f"{data['torch_threads']} torch threads on "
         f"{data['machine']['cpu_count']} CPUs; clients in "
         f"{data.get('clients_in', 'the server process')}. Baseline of every ratio: the 1-client "
-        f"row of this run. A shared machine: indicative numbers.",
+        f"row of this run. The server and its clients share the machine's CPUs: the load average "
+        f"below says whether anything else did.",
         "",
         "| clients | tokens/s | x 1 client | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | ITL p95 ms "
         "| errors |",

@@ -136,10 +136,18 @@ def _peak(impl: str, run) -> float | None:
     return peak_torch_mb(run) if impl == "ours-fast" else peak_numpy_mb(run)
 
 
+SETTLE_S = 0.2  # after the other rows' round: their idle thread pools stop spinning
+
+
 def _alternating(others):
     def the_others_first():  # untimed: one round of every other row, so the rows alternate
         for run in others:
             run()
+        # OpenBLAS (NumPy, the reference rows) and faiss's OpenMP threads busy-wait for a while
+        # after a call; a row timed at once shared the cores with them (measured here: our
+        # 64-query 10k top-k took 13.7 ms right after a NumPy row, 7.4 ms after this pause;
+        # faiss 24.2 and 16.5 ms). The pause lets every row start on idle cores.
+        time.sleep(SETTLE_S)
 
     return the_others_first
 

@@ -72,7 +72,8 @@ def test_recovery_keeps_zeros_and_lowers_the_loss(setup, capsys):  # noqa: F811
     assert rec["steps"] == 12 and rec["last_loss"] < rec["first_loss"]
     model, _, _ = load_model(out)
     assert sparsity_of(model, block_linears(model)) == 0.5  # the zeros survived training
-    assert "recovery: 12 steps" in capsys.readouterr().out
+    assert rec["method"] == "full" and rec["loss_after"] < rec["loss_before"]
+    assert "recovery (full): 12 steps" in capsys.readouterr().out
 
 
 def test_structured_prune_removes_shapes_and_generates(setup, capsys):  # noqa: F811

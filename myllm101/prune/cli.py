@@ -2,7 +2,8 @@
 
     myllm101 prune --model smollm2|DIR --method magnitude|wanda|2:4|heads|neurons|heads+neurons
                    --sparsity 0.5 --out DIR [--scope layer|global] [--calibration-windows 16]
-                   [--recover-steps 0] [--recover-lr 2e-5] [--data-dir data/shakespeare]
+                   [--recover-steps 0] [--recover-method full|lora] [--recover-lr LR]
+                   [--recover-rank 8] [--data-dir data/shakespeare]
         -> a model directory (config.json with a "pruning" entry, model.safetensors, tokenizer,
            manifest.json) that ``myllm101 eval`` and ``myllm101 quantize`` read like any other
 
@@ -12,10 +13,15 @@ groups and SwiGLU neurons (prune/structured.py; LLaMA only): smaller matmuls, a 
 records the new per-layer sizes. wanda, 2:4 and the structured methods score with input norms
 over ``--calibration-windows`` windows of the corpus's train split (quant/heldout.py).
 
-``--recover-steps N`` then fine-tunes every weight for N steps on other train windows
-(prune/recover.py), the pruned weights kept at exactly 0. The "pruning" entry records the method,
-sparsity, the measured sparsity of the block Linears, the parameter count before and after, what
-the structured methods removed, and the recovery's first and last losses.
+``--recover-steps N`` then fine-tunes for N steps on other train windows (prune/recover.py):
+``--recover-method full`` trains every weight (lr 2e-5 by default), the pruned ones kept at exactly
+0; ``lora`` trains rank-``--recover-rank`` adapters on the block Linears (lr 5e-4 by default),
+merges them and applies the masks again (the merged update's entries at pruned positions are
+dropped), so the saved weights have exactly the zeros pruning made. The "pruning" entry records the
+method, sparsity, the measured sparsity of the block Linears, the parameter count before and after,
+what the structured methods removed, and the recovery: its method, steps, lr, first and last
+training losses, and the mean loss on its first 4 batches before and after (for lora also before
+re-masking: what dropping the pruned positions of the update cost).
 Errors print one line to stderr and return exit code 2 (cli_util.guarded).
 """
 
@@ -50,6 +56,10 @@ def check_options(args: argparse.Namespace) -> float:
         raise ValueError(f"--scope: the structured methods prune each layer, got {args.scope!r}")
     if args.recover_steps < 0:
         raise ValueError(f"--recover-steps: expected >= 0, got {args.recover_steps}")
+    if args.recover_rank < 1:
+        raise ValueError(f"--recover-rank: expected an int >= 1, got {args.recover_rank}")
+    if args.recover_lr is not None and not args.recover_lr > 0:
+        raise ValueError(f"--recover-lr: expected a float > 0, got {args.recover_lr}")
     if args.calibration_windows < 1:
         raise ValueError(f"--calibration-windows: expected >= 1, got {args.calibration_windows}")
     return sparsity
@@ -99,14 +109,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         removed = prune_structured(m.model, heads, neurons, calib)
     recovery = None
     if args.recover_steps:
-        from myllm101.prune.recover import recover
-
         batches = calibration_batches(m.tokenizer, m.cfg.vocab_size, 4 * args.recover_steps,
                                       seq_len=seq, seed=1, data_dir=args.data_dir)  # fmt: skip
-        losses = recover(m.model, batches, args.recover_steps, args.recover_lr, masks,
-                         progress=not args.no_progress)  # fmt: skip
-        recovery = {"steps": args.recover_steps, "lr": args.recover_lr,
-                    "first_loss": losses[0], "last_loss": losses[-1]}  # fmt: skip
+        recovery = run_recovery(m.model, batches, masks, args)
     base = args.model if m.directory is None else str(m.directory.resolve())
     entry = {
         "method": args.method, "sparsity": sparsity, "scope": args.scope, "base": base,
@@ -122,6 +127,27 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_recovery(model, batches: list, masks: dict | None, args: argparse.Namespace) -> dict:
+    """Recover ``model`` in place as the options say -> the entry's "recovery" dict."""
+    from myllm101.prune.recover import DEFAULT_LR, mean_loss, recover, recover_lora
+
+    lr = DEFAULT_LR[args.recover_method] if args.recover_lr is None else args.recover_lr
+    probe = batches[:4]  # the loss before / after, on the first (trained-on) recovery batches
+    before = mean_loss(model, probe)
+    out = {"method": args.recover_method, "steps": args.recover_steps, "lr": lr}
+    if args.recover_method == "lora":
+        r = recover_lora(model, batches, args.recover_steps, lr, masks, args.recover_rank,
+                         progress=not args.no_progress, eval_batches=probe)  # fmt: skip
+        losses = r.losses
+        out.update(rank=args.recover_rank, loss_unmasked=r.loss_unmasked)
+    else:
+        losses = recover(model, batches, args.recover_steps, lr, masks,
+                         progress=not args.no_progress)  # fmt: skip
+    out.update(first_loss=losses[0], last_loss=losses[-1], loss_before=before,
+               loss_after=mean_loss(model, probe))  # fmt: skip
+    return out
+
+
 def format_entry(entry: dict, out: Path) -> str:
     lines = [
         f"pruned {entry['base']} with {entry['method']} at {entry['sparsity']:g} -> {out}",
@@ -130,8 +156,11 @@ def format_entry(entry: dict, out: Path) -> str:
     ]
     if entry["recovery"]:
         r = entry["recovery"]
-        lines.append(f"  recovery: {r['steps']} steps, loss {r['first_loss']:.4f} -> "
-                     f"{r['last_loss']:.4f}")  # fmt: skip
+        lines.append(f"  recovery ({r.get('method', 'full')}): {r['steps']} steps, training loss "
+                     f"{r['first_loss']:.4f} -> {r['last_loss']:.4f}; loss on 4 recovery batches "
+                     f"{r['loss_before']:.4f} -> {r['loss_after']:.4f}")  # fmt: skip
+        if r.get("loss_unmasked") is not None:
+            lines.append(f"  (before re-masking the merged LoRA update: {r['loss_unmasked']:.4f})")
     lines.append(f"  next: myllm101 eval --model {out}")
     return "\n".join(lines)
 
@@ -152,7 +181,11 @@ def add_subparsers(subparsers) -> None:
     p.add_argument("--calibration-windows", type=int, default=16)
     p.add_argument("--recover-steps", type=int, default=0,
                    help="fine-tune this many steps after pruning (0: none)")  # fmt: skip
-    p.add_argument("--recover-lr", type=float, default=2e-5)
+    p.add_argument("--recover-method", choices=("full", "lora"), default="full",
+                   help="full: every weight, masks kept; lora: adapters, merged, re-masked")  # fmt: skip
+    p.add_argument("--recover-lr", type=float, default=None,
+                   help="default 2e-5 (full) or 5e-4 (lora)")  # fmt: skip
+    p.add_argument("--recover-rank", type=int, default=8, help="LoRA rank (--recover-method lora)")
     p.add_argument("--data-dir", default=str(DATA_DIR), help="the corpus splits")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
