@@ -301,3 +301,19 @@ def test_top_p_one_keeps_every_token():
     for t in (torch.from_numpy(logits), torch.from_numpy(logits).float()):
         assert torch.isfinite(fast_gen.top_p_filter(t[None], 1.0)).all()
     np.testing.assert_array_equal(ref_gen.top_p_filter(logits, 1.0), logits)
+
+
+@given(seed=st.integers(0, 10_000), p=st.sampled_from([1e-300, 5e-324, 1e-12]))
+@settings(max_examples=20, deadline=None)
+def test_a_tiny_top_p_keeps_exactly_the_most_likely_token(seed, p):
+    """Float32 cumsums may leave a few ulps of "mass above" on the top token; a tiny p must not
+    drop it (a server got every token dropped, then NaN probabilities, from top_p=3e-308)."""
+    logits = torch.from_numpy(np.random.default_rng(seed).normal(0, 3, (3, 300))).float()
+    got = fast_gen.top_p_filter(logits, p)
+    kept = torch.isfinite(got)
+    assert kept.sum(1).tolist() == [1, 1, 1]
+    assert torch.equal(kept.float().argmax(1), logits.argmax(1))
+    for row in logits.numpy():
+        assert np.isfinite(ref_gen.top_p_filter(row, p)).sum() == 1
+    token = fast_gen.choose_next_token(logits, 0.5, None, p)
+    assert torch.equal(token, logits.argmax(1))

@@ -43,7 +43,10 @@ def test_no_server_errors_and_responses_match_the_schema(live, mode):
     schema = schemathesis.openapi.from_url(live.url + "/openapi.json")
 
     @given(case=schema.as_strategy(mode))
-    @settings(max_examples=examples(25), deadline=None, suppress_health_check=list(HealthCheck))
+    # derandomized: CI runs the same cases every time (it found top_p=3e-308 emptying the
+    # nucleus once, now fixed in fast/generate.py); HYPOTHESIS_PROFILE=thorough explores 12x more
+    @settings(max_examples=examples(25), deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
     def run(case):
         case.call_and_validate(checks=CHECKS, timeout=30)
 

@@ -199,6 +199,9 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     probs = torch.softmax(sorted_logits.to(wide), dim=-1)
     mass_above = torch.cumsum(probs, dim=-1) - probs  # (B, V): probability ranked strictly above
     drop_sorted = mass_above >= p
+    # the top token always stays: its mass above is 0 in exact math, but the cumsum kernel may
+    # leave a few ulps there, which a tiny p (1e-300) would drop, and then every token
+    drop_sorted[:, 0] = False
     drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)  # back to vocab order
     return logits.masked_fill(drop, float("-inf"))
 
