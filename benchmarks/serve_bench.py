@@ -140,12 +140,14 @@ def measure(smoke: bool, rounds: int, max_tokens: int, levels=LEVELS) -> dict:
             print(f"{clients:>2} clients: {r['tokens_per_s']:7.1f} tok/s  ttft p50 "
                   f"{r['ttft_p50_ms']:7.1f} ms  itl p50 {r['itl_p50_ms']:6.1f} p95 "
                   f"{r['itl_p95_ms']:6.1f} ms  errors {len(r['errors'])}")  # fmt: skip
+    from myllm101.device import hardware
+
     return {
         "model": engine.model_id, "dtype": engine.dtype, "smoke": smoke, "rounds": rounds,
         "max_tokens": max_tokens, "max_batch": max(levels), "torch_threads": torch.get_num_threads(),
         "prefill_chunk": settings.prefill_chunk, "clients_in": "a separate process",
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "torch": torch.__version__},
+                    "torch": torch.__version__, "hw": hardware().summary()},
         "levels": rows,
     }  # fmt: skip
 
@@ -173,6 +175,8 @@ def markdown(data: dict) -> str:
         f"{data.get('clients_in', 'the server process')}. Baseline of every ratio: the 1-client "
         f"row of this run. The server and its clients share the machine's CPUs: the load average "
         f"below says whether anything else did.",
+        "",
+        f"Machine: {data['machine'].get('hw', 'not recorded')}.",
         "",
         "| clients | tokens/s | x 1 client | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | ITL p95 ms "
         "| errors |",
@@ -226,7 +230,7 @@ def plot(data: dict, path: Path) -> None:
         b.plot(x, [r[key] for r in data["levels"]], "o-", label=label)
     b.set(xlabel="concurrent clients", ylabel="ms", title="Latency", xticks=x)
     b.legend()
-    fig.suptitle(f"myllm101 serve: {data['model']} {data['dtype']} (indicative, shared machine)")
+    fig.suptitle(f"myllm101 serve: {data['model']} {data['dtype']}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
