@@ -11,6 +11,7 @@ the first step where generate's top-2 logit gap is below 1e-4: a tie that close 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -307,6 +308,29 @@ def test_stop_strings_are_cut_and_end_the_request(engine):
         stop = full[2:4]
         ((cut, reason),) = run_jobs(scheduler, [Job(prompt, 12, temperature=0.0, stop=(stop,))])
         assert reason == "stop" and cut == full[: full.find(stop)]
+    finally:
+        scheduler.shutdown(grace=1.0)
+
+
+def test_end_tokens_stop_a_request_unless_ignore_eos(engine):
+    """A generated end token ends the request ("stop"); with ignore_eos (vLLM's extension, which
+    the serve benchmark uses) it runs to max_tokens with the same tokens up to there."""
+    prompt = engine.encode("To be or")
+    scheduler = Scheduler(engine, max_batch=2).start()
+    try:
+        free = Job(prompt, 10, temperature=0.0)
+        run_jobs(scheduler, [free])
+    finally:
+        scheduler.shutdown(grace=1.0)
+    end = free.new_ids[3]  # made an end token: the 4th greedy token now ends the request
+    ending = dataclasses.replace(engine, stop_ids=frozenset({end}))
+    scheduler = Scheduler(ending, max_batch=2).start()
+    try:
+        stopped, ignoring = Job(prompt, 10, temperature=0.0), Job(prompt, 10, 0.0, ignore_eos=True)
+        ((_, reason),) = run_jobs(scheduler, [stopped])
+        assert reason == "stop" and stopped.new_ids == free.new_ids[: free.new_ids.index(end) + 1]
+        ((_, reason),) = run_jobs(scheduler, [ignoring])
+        assert reason == "length" and ignoring.new_ids == free.new_ids
     finally:
         scheduler.shutdown(grace=1.0)
 

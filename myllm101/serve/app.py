@@ -179,7 +179,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None) -> FastAPI
         if len(req.stop_strings()) > 4:
             raise APIError(400, f"stop: expected at most 4 strings, got {len(req.stop_strings())}",
                            "stop", "invalid_value")  # fmt: skip
-        return Job(prompt_ids, max_tokens, req.temperature, req.top_p, req.seed, req.stop_strings())
+        return Job(prompt_ids, max_tokens, req.temperature, req.top_p, req.seed, req.stop_strings(),
+                   ignore_eos=req.ignore_eos)  # fmt: skip
 
     def submit(job: Job) -> asyncio.Queue:
         loop = asyncio.get_running_loop()

@@ -71,6 +71,7 @@ class Job:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # the end tokens do not end it (stop strings and max_tokens still do)
     # filled in by the scheduler
     on_event: EventCallback | None = None
     new_ids: list[int] = field(default_factory=list)
@@ -322,7 +323,7 @@ class Scheduler:
         engine = self.engine
         text = engine.decode(job.new_ids)
         reason = None
-        if token in engine.stop_ids:
+        if token in engine.stop_ids and not job.ignore_eos:
             reason = "stop"
         cut = min((text.find(s) for s in job.stop if s in text), default=-1)
         if cut >= 0:

@@ -34,6 +34,11 @@ class _Sampling(_Request):
         None, description="include_usage: a last chunk with the token counts (choices empty)"
     )
     n: int = Field(1, ge=1, le=1, description="choices per request (only 1)")
+    ignore_eos: bool = Field(
+        False,
+        description="keep generating past the model's end tokens, up to max_tokens (vLLM's "
+        "extension, for benchmarks: every request then has the same length)",
+    )
 
     def stop_strings(self) -> tuple[str, ...]:
         if self.stop is None:
