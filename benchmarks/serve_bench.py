@@ -3,6 +3,8 @@
     python -m benchmarks.serve_bench                 # SmolLM2 fp32, ~3-5 min on 2 cores
     python -m benchmarks.serve_bench --threads 2     # torch threads (default: cores - 1)
     python -m benchmarks.serve_bench --smoke         # a tiny random Llama, a few seconds
+    python -m benchmarks.serve_bench --model runs/smollm2-int8 --name SERVE-int8   # a model dir
+                                     # (myllm101 quantize --model smollm2 --scheme int8 --out ...)
     python -m benchmarks.serve_bench --render benchmarks/results/SERVE.raw.json   # md + png again
 
 The server (serve/app.py, continuous batching, --max-batch 16, --prefill-chunk its default) runs
@@ -121,7 +123,9 @@ def run_level_elsewhere(url: str, model: str, clients: int, rounds: int, max_tok
         return pool.apply(run_level, (url, model, clients, rounds, max_tokens))
 
 
-def measure(smoke: bool, rounds: int, max_tokens: int, levels=LEVELS) -> dict:
+def measure(
+    smoke: bool, rounds: int, max_tokens: int, levels=LEVELS, model: str = "smollm2"
+) -> dict:
     import torch
 
     from myllm101.serve.app import ServeSettings, create_app
@@ -131,7 +135,7 @@ def measure(smoke: bool, rounds: int, max_tokens: int, levels=LEVELS) -> dict:
     if smoke:
         spec = str(tiny_model_dir(Path(tempfile.mkdtemp()) / "tiny", block_size=256))
     else:
-        spec = "smollm2"
+        spec = model
     engine = load_engine(spec, "fp32", max_context=512)
     settings = ServeSettings(max_batch=max(levels))
     app = create_app(engine, settings)
@@ -151,6 +155,7 @@ def measure(smoke: bool, rounds: int, max_tokens: int, levels=LEVELS) -> dict:
 
     return {
         "model": engine.model_id, "dtype": engine.dtype, "smoke": smoke, "rounds": rounds,
+        "spec": None if smoke or model == "smollm2" else model,
         "max_tokens": max_tokens, "max_batch": max(levels), "torch_threads": torch.get_num_threads(),
         "prefill_chunk": settings.prefill_chunk, "clients_in": "a separate process",
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
@@ -173,7 +178,8 @@ def markdown(data: dict) -> str:
     lines = [
         "# Serving: continuous batching over loopback",
         "",
-        f"`python -m benchmarks.serve_bench{' --smoke' if data['smoke'] else ''}`: "
+        f"`python -m benchmarks.serve_bench{' --smoke' if data['smoke'] else ''}"
+        f"{' --model ' + data['spec'] if data.get('spec') else ''}`: "
         f"{data['model']} ({data['dtype']}), greedy streaming /v1/completions, "
         f"{data['max_tokens']} new tokens per request, {data['rounds']} requests per client, "
         f"--max-batch {data['max_batch']}, --prefill-chunk {data.get('prefill_chunk')}, "
@@ -260,11 +266,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="default: benchmarks/results (a temp dir with --smoke)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: serve/cli.py default_threads)")  # fmt: skip
+    p.add_argument("--model", default="smollm2", help="smollm2 or a model directory (fp32 load)")
+    p.add_argument("--name", default="SERVE", help="output files NAME.raw.json, .md, .png")
     p.add_argument("--render", type=Path, default=None, help="a SERVE.raw.json: md + png again")
     args = p.parse_args(argv)
     if args.render is not None:
         data = json.loads(args.render.read_text())
-        write(data, args.out_dir or args.render.parent)
+        write(data, args.out_dir or args.render.parent, args.render.name.split(".")[0])
         return 0
     import torch
 
@@ -273,9 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads or default_threads())
     rounds = args.rounds or (1 if args.smoke else 3)
     max_tokens = args.max_tokens or (8 if args.smoke else 64)
-    data = measure(args.smoke, rounds, max_tokens)
+    data = measure(args.smoke, rounds, max_tokens, model=args.model)
     out_dir = args.out_dir or (Path(tempfile.mkdtemp()) if args.smoke else RESULTS)
-    write(data, out_dir)
+    write(data, out_dir, args.name)
     print(markdown(data))
     return 0
 
