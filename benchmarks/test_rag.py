@@ -237,7 +237,8 @@ def _dense_run(impl: str, size: str, batch: bool):
         index = _faiss_index(size)
         return lambda: [index.search(q, K)[::-1] for q in calls]
     if impl == "ours-fast":
-        keys_t, calls_t = torch.from_numpy(keys), [torch.from_numpy(q) for q in calls]
+        # laid out once for scoring, as rag/retrieve.py does (faiss' index.add copies them too)
+        keys_t, calls_t = fast_dense.scoring_layout(keys), [torch.from_numpy(q) for q in calls]
         return lambda: [fast_dense.cosine_top_k(q, keys_t, K, normalized=True) for q in calls_t]
     return lambda: [ref_dense.cosine_top_k(q, keys, K, normalized=True) for q in calls]
 

@@ -32,11 +32,27 @@ def brute_force(queries: np.ndarray, keys: np.ndarray, k: int):
     return order, np.take_along_axis(s, order, 1)
 
 
-def both(queries, keys, k, block_size, normalized):
+def both(queries, keys, k, block_size, normalized, layout="rows"):
+    """The reference's and the fast result; the fast one given the keys row-major ("rows"), in
+    ``scoring_layout`` ("scoring"), or as a column-major NumPy array ("numpy-F")."""
     r = ref.cosine_top_k(queries, keys, k, block_size=block_size, normalized=normalized)
-    f = fast.cosine_top_k(torch.from_numpy(queries), torch.from_numpy(keys), k,
+    fast_keys = {"rows": lambda: torch.from_numpy(keys), "scoring": lambda: fast.scoring_layout(keys),
+                 "numpy-F": lambda: np.asfortranarray(keys)}[layout]()  # fmt: skip
+    f = fast.cosine_top_k(torch.from_numpy(queries), fast_keys, k,
                           block_size=block_size, normalized=normalized)  # fmt: skip
     return r, (f[0].numpy(), f[1].numpy())
+
+
+LAYOUTS = st.sampled_from(["rows", "scoring", "numpy-F"])
+
+
+def test_scoring_layout_holds_the_same_values_column_major():
+    keys = np.arange(12.0).reshape(4, 3)
+    laid = fast.scoring_layout(keys)
+    assert laid.shape == (4, 3) and laid.stride() == (1, 4) and laid.T.is_contiguous()
+    np.testing.assert_array_equal(laid.numpy(), keys)
+    with pytest.raises(ValueError, match=r"keys: expected a 2-D \(N, D\) array, got shape \(3,\)"):
+        fast.scoring_layout(np.zeros(3))
 
 
 @given(
@@ -47,12 +63,13 @@ def both(queries, keys, k, block_size, normalized):
     k=st.integers(1, 12),
     block_size=st.integers(1, 16),
     dtype=st.sampled_from(["float64", "float32"]),
+    layout=LAYOUTS,
 )
-def test_integer_scores_exact_with_ties(seed, Q, N, D, k, block_size, dtype):
+def test_integer_scores_exact_with_ties(seed, Q, N, D, k, block_size, dtype, layout):
     rng = np.random.default_rng(seed)
     queries = rng.integers(-3, 4, (Q, D)).astype(dtype)
     keys = rng.integers(-3, 4, (N, D)).astype(dtype)
-    (r_rows, r_s), (f_rows, f_s) = both(queries, keys, k, block_size, normalized=True)
+    (r_rows, r_s), (f_rows, f_s) = both(queries, keys, k, block_size, True, layout)
     b_rows, b_s = brute_force(queries, keys, k)
     assert r_rows.dtype == f_rows.dtype == np.int64 and r_s.dtype == f_s.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(r_rows, b_rows)
@@ -71,12 +88,12 @@ def _separated(scores: np.ndarray, gap: float) -> np.ndarray:
 
 
 @given(seed=seeds, Q=st.integers(1, 3), N=st.integers(1, 50), D=st.integers(1, 24),
-       k=st.integers(1, 8), block_size=st.integers(1, 20))  # fmt: skip
-def test_random_vectors_normalised_inside(seed, Q, N, D, k, block_size):
+       k=st.integers(1, 8), block_size=st.integers(1, 20), layout=LAYOUTS)  # fmt: skip
+def test_random_vectors_normalised_inside(seed, Q, N, D, k, block_size, layout):
     rng = np.random.default_rng(seed)
     queries = rng.standard_normal((Q, D)) * rng.uniform(0.1, 10)  # any length: cosine ignores it
     keys = rng.standard_normal((N, D)) * rng.uniform(0.1, 10, (N, 1))
-    (r_rows, r_s), (f_rows, f_s) = both(queries, keys, k, block_size, normalized=False)
+    (r_rows, r_s), (f_rows, f_s) = both(queries, keys, k, block_size, False, layout)
     unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
     b_rows, b_s = brute_force(unit(queries), unit(keys), k)
     # cosines in [-1, 1], each a sum of D float64 products after a division: error ~ D * 1e-16
@@ -87,13 +104,14 @@ def test_random_vectors_normalised_inside(seed, Q, N, D, k, block_size):
     np.testing.assert_array_equal(f_rows[ok], b_rows[ok])
 
 
+@pytest.mark.parametrize("layout", ["rows", "scoring"])
 @pytest.mark.parametrize("block_size", [65536, 4096, 1000, 999])
-def test_realistic_size_float32(block_size):
+def test_realistic_size_float32(block_size, layout):
     """MiniLM's width, 5000 keys, float32: block boundaries at 999 / 1000 / 4096 / none."""
     rng = np.random.default_rng(0)
     keys = rng.standard_normal((5000, 384)).astype(np.float32)
     queries = (keys[[3, 999, 1000, 4999]] + 0.5 * rng.standard_normal((4, 384))).astype(np.float32)
-    (r_rows, r_s), (f_rows, f_s) = both(queries, keys, 10, block_size, normalized=False)
+    (r_rows, r_s), (f_rows, f_s) = both(queries, keys, 10, block_size, False, layout)
     unit = lambda x: x / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)  # noqa: E731
     b_rows, b_s = brute_force(unit(queries), unit(keys), 10)
     # float32 cosines: 384 products of numbers <= 1 summed, ~sqrt(384) * 6e-8 ~ 1e-6; 1e-5 bound

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from myllm101.rag.prompt import Prompt, build_prompt
-from myllm101.rag.retrieve import Hit, Retriever
+from myllm101.rag.retrieve import DEFAULT_METHOD, Hit, Retriever
 
 
 class Generator:
@@ -72,7 +72,7 @@ def answer(
     retriever: Retriever | None,
     generator: Generator,
     k: int = 5,
-    method: str = "hybrid",
+    method: str = DEFAULT_METHOD,
     budget: int = 1024,
     max_new_tokens: int = 128,
     temperature: float = 0.0,

@@ -108,7 +108,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def add_subparsers(subparsers) -> None:
     """Add ``rag`` (with ``index``, ``ask``, ``eval``) to an ``add_subparsers()`` object."""
-    from myllm101.rag.retrieve import METHODS
+    from myllm101.rag.retrieve import DEFAULT_METHOD, METHODS
 
     rag = subparsers.add_parser("rag", help="retrieval-augmented generation over your files")
     sub = rag.add_subparsers(dest="rag_command", required=True)
@@ -133,7 +133,7 @@ def add_subparsers(subparsers) -> None:
     p.add_argument("index", metavar="IDX")
     p.add_argument("question", metavar="QUESTION")
     p.add_argument("-k", type=int, default=5, help="chunks to retrieve")
-    p.add_argument("--retriever", choices=METHODS, default="hybrid")
+    p.add_argument("--retriever", choices=METHODS, default=DEFAULT_METHOD)
     p.add_argument("--no-generate", action="store_true", help="print the retrieved passages only")
     p.add_argument("--budget", type=int, default=1024, help="prompt tokens at most")
     p.add_argument("--max-new-tokens", type=int, default=128)

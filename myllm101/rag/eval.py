@@ -106,12 +106,13 @@ def evaluate_answers(retriever, items, generator, progress: bool = False) -> dic
     """Closed-book vs retrieval-augmented accuracy of ``generator`` on QA ``items``."""
     from myllm101.rag.answer import answer
     from myllm101.rag.evalset import answer_found
+    from myllm101.rag.retrieve import DEFAULT_METHOD
 
     records = []
     for i, it in enumerate(items):
         closed = answer(it.question, None, generator, budget=ANSWER_BUDGET,
                         max_new_tokens=ANSWER_NEW_TOKENS)  # fmt: skip
-        rag = answer(it.question, retriever, generator, k=ANSWER_K, method="hybrid",
+        rag = answer(it.question, retriever, generator, k=ANSWER_K, method=DEFAULT_METHOD,
                      budget=ANSWER_BUDGET, max_new_tokens=ANSWER_NEW_TOKENS)  # fmt: skip
         records.append({
             "question": it.question, "answers": it.answers, "doc": it.doc, "source": it.source,
@@ -134,7 +135,7 @@ def evaluate_answers(retriever, items, generator, progress: bool = False) -> dic
         "answer_in_sources": sum(r["answer_in_sources"] for r in records) / n if n else 0.0,
         "settings": {
             "k": ANSWER_K,
-            "retriever": "hybrid",
+            "retriever": DEFAULT_METHOD,
             "budget": ANSWER_BUDGET,
             "max_new_tokens": ANSWER_NEW_TOKENS,
             "temperature": 0.0,

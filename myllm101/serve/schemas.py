@@ -72,7 +72,9 @@ class EmbeddingRequest(_Request):
 class RagRequest(_Request):
     question: str = Field(min_length=1)
     k: int = Field(4, ge=1, le=50)
-    method: Literal["bm25", "dense", "hybrid"] = "hybrid"
+    method: Literal["bm25", "dense", "hybrid", "weighted", "rerank"] = Field(
+        "weighted", description="the retriever (rag/retrieve.py; weighted retrieves best)"
+    )
     max_tokens: int = Field(128, ge=1)
 
 

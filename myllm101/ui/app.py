@@ -218,7 +218,8 @@ def build_app(cm: ChatModel, compare: ChatModel | None = None, rag=None, rag_mes
                         with gr.Row():
                             k = gr.Slider(1, 10, value=5, step=1, label="passages (k)",
                                           elem_id="rag-k")  # fmt: skip
-                            method = gr.Radio(["bm25", "dense", "hybrid"], value="hybrid",
+                            method = gr.Radio(["bm25", "dense", "hybrid", "weighted", "rerank"],
+                                              value="weighted",
                                               label="retriever", elem_id="rag-method")  # fmt: skip
                         ask = gr.Button("Ask", variant="primary", elem_id="rag-ask")
                         answer = gr.Textbox(label="answer", elem_id="rag-answer", lines=6)

@@ -1,7 +1,7 @@
 """The RAG tab's link to myllm101/rag/, imported only when the app is started with --index.
 
     tab, why = open_rag("idx", cm)           # (None, the reason) when myllm101.rag is missing
-    answer, sources = tab.ask("Who killed Duncan?", k=5, method="hybrid")
+    answer, sources = tab.ask("Who killed Duncan?", k=5, method="weighted")
 
 rag/answer.py's ``answer`` retrieves ``k`` chunks of the index (``myllm101 rag index DOCS --out
 IDX``), fits them into a prompt that numbers them [1], [2], ... and lets a generator answer. Its
@@ -61,7 +61,7 @@ class RagTab:
         """Prompt tokens: rag's default 1024, less where the model's context is shorter."""
         return min(1024, self.generator.context_length - self.max_new_tokens)
 
-    def ask(self, question: str, k: float = 5, method: str = "hybrid") -> tuple[str, str]:
+    def ask(self, question: str, k: float = 5, method: str = "weighted") -> tuple[str, str]:
         from myllm101.rag.answer import answer
 
         if not isinstance(question, str) or not question.strip():
