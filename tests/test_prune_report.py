@@ -89,3 +89,11 @@ def test_table_rows_cover_every_method_before_and_after_recovery():
     assert opts["wanda-50-lora"][-6:-1] == ["--recover-steps", "7", "--recover-method", "lora",
                                           "--recover-lr"]  # fmt: skip
     assert "--recover-steps" not in opts["wanda-50"]
+
+
+def test_committed_prune_md_is_what_its_committed_raw_file_renders(tmp_path):
+    """benchmarks/results/PRUNE.md is prune_report's rendering of the committed raw file, as the
+    other reports are (tests/test_reports.py): no number edited by hand, none stale."""
+    results = prune_report.RESULTS
+    prune_report.main([str(results / "prune_eval.raw.json"), "--out", str(tmp_path)])
+    assert (tmp_path / "PRUNE.md").read_text() == (results / "PRUNE.md").read_text()
