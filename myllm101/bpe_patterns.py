@@ -6,7 +6,7 @@ different ids. The strings are the ones tiktoken uses (they are facts about the 
 they need the ``regex`` package (``\\p{L}`` classes, possessive ``++`` quantifiers).
 
 Shared by ``reference/bpe.py`` and ``fast/bpe.py``, with ``fix_surrogates``, the one change a text
-gets before the pattern runs; like ``checks.py`` it imports nothing.
+gets before the pattern runs; like ``myllm101/checks/`` it imports nothing.
 """
 
 # GPT-2 (r50k_base). The original GPT-2 release wrote it as

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from myllm101.checks import prune_count
+from myllm101.checks.prune import prune_count
 from myllm101.fast import prune as fast
 from myllm101.reference import prune as ref
 from parity_tests.helpers import assert_close, rng_array, seeds, to_torch

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from myllm101.checks import prune_count
+from myllm101.checks.prune import prune_count
 from myllm101.config import LlamaConfig
 from myllm101.fast import prune as fast
 from myllm101.fast.llama import Llama

@@ -18,7 +18,7 @@ tokenizer. What makes it fast (read next to the reference to see each change):
 
 Tie-breaks and the merge rule are exactly the reference's (and tiktoken's); parity_tests/test_bpe.py
 checks ids against tiktoken for GPT-2, cl100k_base and o200k_base. Input validation is the
-reference's too (``myllm101/checks.py``): the same checks raise the same errors.
+reference's too (``myllm101/checks/bpe.py``): the same checks raise the same errors.
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ import numpy as np
 import regex
 
 from myllm101.bpe_patterns import GPT4_SPLIT_PATTERN, SPLIT_PATTERNS, fix_surrogates
-from myllm101.checks import (
+from myllm101.checks import expect_str
+from myllm101.checks.bpe import (
     check_bpe_vocab,
     check_special_args,
     check_special_tokens,
     check_vocab_size,
     disallowed_special_error,
-    expect_str,
     expect_token_id,
 )
 from myllm101.fast.bpe_learn import learn_ranks

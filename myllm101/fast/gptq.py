@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from myllm101.checks import (
+from myllm101.checks.quant import (
     INT4_MAX,
     INT4_MIN,
     check_gptq,

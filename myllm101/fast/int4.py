@@ -29,15 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from myllm101.checks import (
+from myllm101.checks import expect_dtype, expect_ndim
+from myllm101.checks.quant import (
     INT4_MAX,
     INT4_MIN,
     check_int4_codes,
     check_int4_linear,
     check_int4_packed,
     check_int4_weight,
-    expect_dtype,
-    expect_ndim,
 )
 from myllm101.device import int4_matmul_backend
 from myllm101.kernels.dispatch import kernel_supports, use_kernel

@@ -21,13 +21,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from myllm101.checks import (
+from myllm101.checks import expect_float
+from myllm101.checks.prune import (
     check_head_scores,
     check_nm,
     check_norms_for,
     check_score_dict,
     check_scores,
-    expect_float,
     prune_count,
 )
 

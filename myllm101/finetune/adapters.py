@@ -40,7 +40,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from myllm101.checks import check_adapter_config, check_adapter_factors, check_adapter_tensor
+from myllm101.checks.finetune import (
+    check_adapter_config,
+    check_adapter_factors,
+    check_adapter_tensor,
+)
 from myllm101.fast.int8 import Int8Linear
 from myllm101.fast.lora import Int8LoRALinear, LoRALinear
 from myllm101.finetune.peft_names import parse_peft_key, peft_key

@@ -191,7 +191,7 @@ class Prepared:
 
 def check_common_options(args: argparse.Namespace, lrs: list[float], methods: list[str]) -> None:
     """Every option ``finetune`` and ``sweep`` share, checked before anything is loaded."""
-    from myllm101.checks import check_finetune_base, check_finetune_options
+    from myllm101.checks.finetune import check_finetune_base, check_finetune_options
 
     for method in methods:
         for lr in lrs:
@@ -222,7 +222,7 @@ def refuse_existing_run(out: Path, args: argparse.Namespace, what: str) -> None:
 
 def prepare_data(args: argparse.Namespace, with_test: bool) -> Prepared:
     """Load the base once (its tokenizer and config) and turn the splits into batches."""
-    from myllm101.checks import check_finetune_base
+    from myllm101.checks.finetune import check_finetune_base
     from myllm101.finetune.metrics import majority_baseline
     from myllm101.quant.eval import load_any
 
@@ -326,7 +326,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
     """The options ``finetune`` and ``sweep`` share (data, schedule, selection, LoRA shape)."""
-    from myllm101.checks import FINETUNE_TASKS
+    from myllm101.checks.finetune import FINETUNE_TASKS
 
     p.add_argument("--base", required=True, help="smollm2, minilm, or a model/run directory")
     p.add_argument("--task", choices=FINETUNE_TASKS, required=True)
@@ -363,7 +363,7 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
 
 def add_subparsers(subparsers) -> None:
     """Add ``finetune`` and ``sweep`` to an ``add_subparsers()`` object."""
-    from myllm101.checks import FINETUNE_METHODS
+    from myllm101.checks.finetune import FINETUNE_METHODS
     from myllm101.finetune import sweep
 
     p = subparsers.add_parser("finetune", help="fine-tune a model (LoRA, QLoRA or full)")

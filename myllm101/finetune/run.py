@@ -48,7 +48,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from myllm101.checks import check_finetune_options
+from myllm101.checks.finetune import check_finetune_options
 from myllm101.data.collate import IGNORE_INDEX
 
 HEAD_MODULES = ("pooler", "classifier")  # BERT's classification head: trained in full by lora too

@@ -29,7 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
-from myllm101.checks import check_int4_linear, expect_dtype
+from myllm101.checks import expect_dtype
+from myllm101.checks.quant import check_int4_linear
 from myllm101.kernels.dispatch import KERNEL_DTYPES, interpreting
 
 

@@ -40,7 +40,7 @@ METHODS = UNSTRUCTURED + STRUCTURED
 
 def check_options(args: argparse.Namespace) -> float:
     """-> the sparsity to apply; every option checked before a model is loaded."""
-    from myllm101.checks import check_sparsity
+    from myllm101.checks.prune import check_sparsity
 
     if args.method not in METHODS:
         raise ValueError(f"--method: expected one of {list(METHODS)}, got {args.method!r}")

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from myllm101.checks import check_sparsity
+from myllm101.checks.prune import check_sparsity
 
 
 def _llama(model: nn.Module):
@@ -202,7 +202,7 @@ def _fraction(name: str, value) -> float:
 def lowest(scores: torch.Tensor, fraction: float) -> list[int]:
     """Indices of the round(fraction * n) lowest of ``scores`` (n,), at most n - 1 (one always
     stays), ties broken as fast/prune.py ``prune_lowest`` breaks them; sorted."""
-    from myllm101.checks import prune_count
+    from myllm101.checks.prune import prune_count
     from myllm101.fast.prune import prune_lowest
 
     n = scores.shape[0]

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from myllm101.checks import check_sparsity
+from myllm101.checks.prune import check_sparsity
 from myllm101.fast.prune import (
     InputNormAccumulator,
     apply_masks,

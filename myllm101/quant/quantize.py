@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from myllm101.checks import check_quantization_entry, check_skip_patterns
+from myllm101.checks.quant import check_quantization_entry, check_skip_patterns
 
 INT4_GROUPS = (32, 64, 128)
 SCHEMES = (

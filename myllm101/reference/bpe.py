@@ -15,7 +15,7 @@ Training (``bpe_train``) is the mirror image: count adjacent pairs over the pre-
 merge the most frequent pair everywhere, give the new token the next rank, repeat.
 
 This file is the slow, readable version; ``myllm101/fast/bpe.py`` has the same API and results.
-Both validate their input with the same functions (``myllm101/checks.py``).
+Both validate their input with the same functions (``myllm101/checks/bpe.py``).
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from collections import Counter
 import regex
 
 from myllm101.bpe_patterns import GPT4_SPLIT_PATTERN, fix_surrogates
-from myllm101.checks import (
+from myllm101.checks import expect_str
+from myllm101.checks.bpe import (
     check_bpe_vocab,
     check_special_args,
     check_special_tokens,
     check_vocab_size,
     disallowed_special_error,
-    expect_str,
     expect_token_id,
 )
 

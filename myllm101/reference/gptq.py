@@ -52,7 +52,7 @@ group's scale, which keeps the (out, in // g) format.
 
 import numpy as np
 
-from myllm101.checks import (
+from myllm101.checks.quant import (
     INT4_MAX,
     INT4_MIN,
     check_gptq,

@@ -30,16 +30,14 @@ straight-through estimator), exactly as for an ordinary linear layer with the de
 
 import numpy as np
 
-from myllm101.checks import (
+from myllm101.checks import expect_dim, expect_dtype, expect_ndim
+from myllm101.checks.quant import (
     INT4_MAX,
     INT4_MIN,
     check_int4_codes,
     check_int4_linear,
     check_int4_packed,
     check_int4_weight,
-    expect_dim,
-    expect_dtype,
-    expect_ndim,
 )
 
 ZERO_POINT = 8  # a code q is stored as the nibble q + 8 (0..15)
