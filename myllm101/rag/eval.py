@@ -13,7 +13,8 @@ the same numbers under a uniformly random order of the chunks, computed exactly 
 the index size N and its r relevant chunks: recall@k = 1 - C(N - r, k) / C(N, k).
 
 Answers (``questions`` > 0): SmolLM2-135M-Instruct answers each QA item twice, greedy: closed-book
-(the question alone) and with retrieval (hybrid, k=5, a 1024-token prompt budget, rag/answer.py).
+(the question alone) and with retrieval (the default retriever, rag/retrieve.py DEFAULT_METHOD;
+k=5, a 1024-token prompt budget, rag/answer.py).
 Accuracy = the share of answers in which a normalised gold answer occurs as whole words
 (evalset.answer_found). A small model often answers off the mark even with the passage in front
 of it, so read the two accuracies side by side, not against other systems' numbers.
@@ -220,7 +221,8 @@ def format_report(results: dict) -> str:
         lines += [
             f"Answer accuracy on {a['n']} questions (SmolLM2-135M-Instruct, greedy, "
             f"{a['settings']['max_new_tokens']} new tokens): closed-book "
-            f"{a['closed_book_accuracy']:.3f}, with retrieval (hybrid, k={a['settings']['k']}) "
+            f"{a['closed_book_accuracy']:.3f}, with retrieval ({a['settings'].get('retriever', 'hybrid')}, "
+            f"k={a['settings']['k']}) "
             f"{a['rag_accuracy']:.3f}; the gold document was among the sources for "
             f"{a['gold_doc_retrieved']:.3f} of them, the answer itself (in a source's text) for "
             f"{a.get('answer_in_sources', float('nan')):.3f}.",
