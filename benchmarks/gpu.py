@@ -277,6 +277,30 @@ def cross_entropy_cases(device: str, dtype, sizes, smoke: bool) -> list[Case]:
     return cases
 
 
+def sparse24_cases(device: str, dtype, sizes, smoke: bool) -> list[Case]:
+    """A 2:4-pruned Linear (issue 17): dense F.linear vs its weight as torch's semi-structured
+    sparse tensor (myllm101/prune/semi_structured.py), which only CUDA runs."""
+    import torch
+    import torch.nn.functional as F
+
+    from myllm101.fast.prune import nm_mask
+
+    cases = []
+    for M, N, K in sizes:
+        x = torch.randn(M, K, device=device, dtype=dtype)
+        w = torch.randn(N, K, device=device, dtype=dtype)
+        w = w * nm_mask(w.abs().float()).to(dtype)  # 2 of every 4 inputs kept
+        impls = {"eager": lambda x=x, w=w: F.linear(x, w)}
+        if device == "cuda":
+            from myllm101.prune.semi_structured import to_semi_structured_tensor
+
+            ws = to_semi_structured_tensor(w)
+            impls["2:4 semi-structured"] = lambda x=x, ws=ws: F.linear(x, ws)
+        work = 2 * M * N * K  # the dense count: the speed-up column is the comparison
+        cases.append(Case("2:4 sparse linear", f"{M}x{N}x{K}", impls, work, "TFLOP/s"))
+    return cases
+
+
 def sweeps(quick: bool, smoke: bool) -> dict[str, list]:
     if smoke:
         return {
@@ -285,6 +309,7 @@ def sweeps(quick: bool, smoke: bool) -> dict[str, list]:
             "int8": [(5, 7, 33)],
             "attention": [(1, 1, 16, 16)],
             "cross_entropy": [(5, 33)],
+            "sparse24": [(8, 32, 64)],
         }
     if quick:
         return {
@@ -293,6 +318,7 @@ def sweeps(quick: bool, smoke: bool) -> dict[str, list]:
             "int8": [(4096, 4096, 4096)],
             "attention": [(4, 16, 2048, 128)],
             "cross_entropy": [(8192, 50304)],
+            "sparse24": [(4096, 4096, 4096)],
         }
     return {
         "rmsnorm": [(8192, 1024), (8192, 4096), (4096, 16384)],
@@ -300,6 +326,7 @@ def sweeps(quick: bool, smoke: bool) -> dict[str, list]:
         "int8": [(1024, 1024, 1024), (4096, 4096, 4096), (8192, 8192, 8192)],
         "attention": [(8, 16, 512, 64), (4, 16, 2048, 128), (2, 16, 8192, 128)],
         "cross_entropy": [(8192, 32000), (8192, 50304), (4096, 128256)],
+        "sparse24": [(2048, 4096, 4096), (8192, 4096, 4096), (8192, 11008, 4096)],
     }
 
 
@@ -315,6 +342,7 @@ def build_cases(device: str, quick: bool, smoke: bool) -> tuple[list, list[str]]
         ("int8_matmul", lambda: int8_cases(device, sw["int8"], smoke)),
         ("attention", lambda: attention_cases(device, dtype, sw["attention"], smoke)),
         ("cross_entropy", lambda: cross_entropy_cases(device, dtype, sw["cross_entropy"], smoke)),
+        ("sparse24", lambda: sparse24_cases(device, dtype, sw["sparse24"], smoke)),
     ]
     return builders, []
 

@@ -8,7 +8,8 @@ unstructured.py: magnitude, Wanda and 2:4 masks on every Linear of the transform
 same shapes). structured.py: whole GQA groups and SwiGLU neurons of a LLaMA removed (smaller
 shapes, recorded in the config). recover.py: a short fine-tune after pruning, full (masks kept
 through every step) or LoRA (merged, then masked again); either way the saved zeros are exactly
-the pruned ones. cli.py:
+the pruned ones. semi_structured.py: 2:4 weights as torch's semi-structured sparse tensors (CUDA
+only). cli.py:
 ``myllm101 prune``. The scores and masks themselves are in fast/prune.py (NumPy twin:
 reference/prune.py).
 """
