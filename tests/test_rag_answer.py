@@ -93,8 +93,9 @@ def generator():
 def test_answer_generates_within_budget_with_sources(generator, tmp_path):
     from myllm101.rag.answer import answer
     from myllm101.rag.documents import Document
+    from myllm101.rag.embedder import Embedder
     from myllm101.rag.retrieve import Retriever
-    from myllm101.rag.store import Embedder, build_index
+    from myllm101.rag.store import build_index
 
     docs = [Document("zoo.md", "The zookeeper of the city zoo is named Oswaldo Prench.\n"),
             Document("sea.md", "Whales are large mammals that live in the ocean.\n")]  # fmt: skip

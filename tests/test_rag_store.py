@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from myllm101.rag.embedder import Embedder
 from myllm101.rag.store import (
     EMB_FILE,
     MANIFEST,
-    Embedder,
     IndexSettings,
     build_index,
     index_documents,

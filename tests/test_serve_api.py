@@ -411,11 +411,13 @@ def test_rag_ask_with_an_index(tmp_path):
     """/v1/rag/ask over a two-document index (rag/store.py): an answer and its sources, the
     source about the question's subject first."""
     store = pytest.importorskip("myllm101.rag.store")
+    from myllm101.rag.embedder import Embedder
+
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "castle.txt").write_text("Macbeth killed King Duncan in his castle at Inverness.")
     (docs / "sea.txt").write_text("The tides of the sea follow the moon around the earth.")
-    store.index_documents(docs, tmp_path / "idx", embedder=store.Embedder(dtype="fp32"))
+    store.index_documents(docs, tmp_path / "idx", embedder=Embedder(dtype="fp32"))
     engine = load_engine(str(tiny_model_dir(tmp_path / "tiny", block_size=512)), "fp32")
     app = create_app(engine, ServeSettings(index=str(tmp_path / "idx")))
     with LiveServer(app) as live:

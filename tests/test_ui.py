@@ -265,7 +265,8 @@ def test_rag_tab_explains_a_missing_package(cm, tmp_path, monkeypatch):
 
 
 def test_rag_tab_answers_with_the_apps_model_and_lists_the_sources(tok, tmp_path):
-    from myllm101.rag.store import Embedder, IndexSettings, index_documents
+    from myllm101.rag.embedder import Embedder
+    from myllm101.rag.store import IndexSettings, index_documents
 
     docs = tmp_path / "docs"
     docs.mkdir()

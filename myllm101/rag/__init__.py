@@ -10,6 +10,6 @@
 The retrieval math has a NumPy reference and a PyTorch twin (``reference/bm25.py`` /
 ``fast/bm25.py``, ``reference/dense.py`` / ``fast/dense.py``), proven equal in
 ``parity_tests/test_bm25.py`` and ``parity_tests/test_dense.py`` (BM25 also against ``rank_bm25``).
-The store on disk, the retriever, prompts and answers live in ``store.py``, ``retrieve.py``,
-``prompt.py`` and ``answer.py``.
+The embedding model, the store on disk, the retriever, prompts and answers live in
+``embedder.py``, ``store.py``, ``retrieve.py``, ``prompt.py`` and ``answer.py``.
 """

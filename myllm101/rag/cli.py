@@ -27,7 +27,8 @@ from myllm101.cli_util import guarded, run_group
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from myllm101.rag.store import Embedder, IndexSettings, index_documents
+    from myllm101.rag.embedder import Embedder
+    from myllm101.rag.store import IndexSettings, index_documents
 
     settings = None
     if not args.update or args.max_tokens is not None or args.overlap is not None:

@@ -152,9 +152,10 @@ def run_eval(size: str = "small", out=None, questions: int | None = None, genera
     items to generate for (default: none at "small", all at "full")."""
     import torch
 
+    from myllm101.rag.embedder import Embedder
     from myllm101.rag.evalset import build_benchmark
     from myllm101.rag.retrieve import Retriever
-    from myllm101.rag.store import Embedder, build_index
+    from myllm101.rag.store import build_index
 
     t0 = time.perf_counter()
     bench = build_benchmark(size, seed=seed)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from myllm101.rag.store import Embedder, RagIndex
+from myllm101.rag.embedder import Embedder
+from myllm101.rag.store import RagIndex
 
 METHODS = ("bm25", "dense", "hybrid", "weighted", "rerank")
 # what ``ask`` and every caller use unless told: the best recall@5/10 and MRR of docs/rag's eval

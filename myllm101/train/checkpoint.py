@@ -27,7 +27,6 @@ the tokenizer (when there is one), so an edited config.json is refused too. A co
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -41,6 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from myllm101.config import build_model, config_from_dict
+from myllm101.files import sha256_file
 
 MANIFEST = "manifest.json"
 # temp names in a run directory: distinctive, so clean_interrupted_saves only ever touches ours
@@ -50,14 +50,6 @@ MODEL_FILES = ("config.json", "model.safetensors")  # every model directory's ma
 TOKENIZER_FILE = "myllm101_tokenizer.json"  # = tokenizer.formats.FILENAME (listed when present)
 # GPT's attention weights as older myllm101 versions named them (before GPT-2's c_attn / c_proj)
 OLD_GPT_ATTENTION = re.compile(r"h\.\d+\.attn\.[qkvo]_proj\.(weight|bias)")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -115,7 +107,7 @@ def write_manifest(directory: Path, names=None) -> Path:
         p = directory / name
         with open(p, "rb") as f:
             os.fsync(f.fileno())
-        files[name] = {"size": p.stat().st_size, "sha256": _sha256(p)}
+        files[name] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
     path = directory / MANIFEST
     tmp = directory / f"{TMP_PREFIX}{MANIFEST}-{uuid.uuid4().hex[:8]}"
     try:
@@ -221,7 +213,7 @@ def verify_checkpoint(directory, required=MODEL_FILES) -> dict:
                 f"checkpoint {directory}: {name} is truncated or altered: expected {info['size']} "
                 f"bytes, got {size}"
             )
-        if _sha256(p) != info["sha256"]:
+        if sha256_file(p) != info["sha256"]:
             raise ValueError(
                 f"checkpoint {directory}: {name} is corrupted or was edited after it was saved "
                 f"(sha256 mismatch with {MANIFEST})"
