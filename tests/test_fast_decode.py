@@ -1,4 +1,4 @@
-"""Fast decoding (issue 16): the lean ``Llama.decode_step``, fused projections (fast/fuse.py), the
+"""Fast decoding (issue 16): the lean ``Llama.decode_step`` and ``GPT.decode_step``, fused projections (fast/fuse.py), the
 prefill's ``logits_to_keep`` and the in-place KV cache change the speed, not the result.
 
 - ``decode_step`` runs ``forward``'s torch ops in the same order without its checks, so its
@@ -21,7 +21,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from myllm101.config import LlamaConfig
-from myllm101.fast import generate as fast_gen
 from myllm101.fast.bert import Bert
 from myllm101.fast.fuse import fuse_for_inference, fuse_linears, is_fused, unfuse
 from myllm101.fast.generate import KVCache, generate, generation_steps
@@ -254,16 +253,48 @@ def test_logits_to_keep_bad_input(kwargs, message):
         make_llama(0)(torch.zeros(1, 4, dtype=torch.long), **kwargs)
 
 
-def test_models_without_decode_step_still_generate():
-    # GPT has no decode_step: every step through forward with the cache, as before
-    torch.manual_seed(0)
-    model = GPT(gpt_cfg()).eval()
-    randomize_(model, 0)
-    prompts = prompts_of(11, [5, 2])
-    assert generate(model, prompts, 6, temperature=0) == generate(
-        model, prompts, 6, temperature=0, use_cache=False
+def make_gpt(seed: int = 0, dtype=torch.float32, **kw) -> GPT:
+    torch.manual_seed(seed)
+    model = GPT(gpt_cfg(**kw)).to(dtype).eval()
+    randomize_(model, seed)
+    return model
+
+
+@settings(max_examples=examples(8), deadline=None)
+@given(seed=seeds, lengths=st.lists(st.integers(1, 7), min_size=1, max_size=3))
+def test_gpt_decode_step_logits_are_bitwise_forwards(seed, lengths):
+    model = make_gpt(seed % 1000)
+    prompts = prompts_of(seed, lengths)  # several lengths: a left-padded batch, per-row positions
+    lean = step_logits(model, prompts, 6, fast_decode=True)
+    plain = step_logits(model, prompts, 6, fast_decode=False)
+    assert len(lean) == len(plain) == 6
+    for step, (a, b) in enumerate(zip(lean, plain)):
+        assert torch.equal(a, b), f"step {step}: max |diff| {(a - b).abs().max():.3g}"
+
+
+def test_gpt_decode_step_bf16_and_direct_call_match_forward(monkeypatch):
+    model = make_gpt(3, dtype=torch.bfloat16)  # bf16 weights, float32 residual stream
+    prompts = prompts_of(3, [5, 2])
+    for a, b in zip(step_logits(model, prompts, 5, True), step_logits(model, prompts, 5, False)):
+        assert torch.equal(a, b)
+    model = make_gpt(4)
+    ids = torch.tensor(prompts_of(4, [6]))
+    cache_a, cache_b = KVCache.for_model(model, 1, 10), KVCache.for_model(model, 1, 10)
+    with torch.inference_mode():
+        model(ids[:, :5], kv_cache=cache_a)
+        model(ids[:, :5], kv_cache=cache_b)
+        lean = model.decode_step(ids[:, 5:], cache_a)  # (B, V), positions from the cache
+        full = model(ids[:, 5:], kv_cache=cache_b).logits[:, -1]
+    assert lean.shape == (1, gpt_cfg().vocab_size) and torch.equal(lean, full)
+    assert cache_a.length == cache_b.length == 6
+    # generate goes through it after the prefill, and greedy ids equal the cache-less ones
+    calls = []
+    original = model.decode_step
+    monkeypatch.setattr(model, "decode_step", lambda *a, **k: calls.append(1) or original(*a, **k))
+    assert generate(model, prompts_of(11, [5, 2]), 6, temperature=0) == generate(
+        model, prompts_of(11, [5, 2]), 6, temperature=0, use_cache=False
     )
-    assert not hasattr(model, "decode_step") and hasattr(fast_gen, "KVCache")
+    assert len(calls) == 5  # every step after the prefill's
 
 
 # ---- the real model -----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from torch.utils.checkpoint import checkpoint
 
 from myllm101.checks import expect_int, expect_ndim, expect_shape
 from myllm101.fast.embedding import check_ids
+from myllm101.fast.linear import Linear, to_module_dtype, to_weight_dtype
 from myllm101.fast.loss import cross_entropy
 
 
@@ -223,3 +224,26 @@ def init_gpt2_(model: nn.Module, n_layer: int, residual_names: tuple[str, ...]) 
             continue
         std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(residual_names) else 0.02
         nn.init.normal_(p, mean=0.0, std=std)
+
+
+# ---- the lean decode step (GPT.decode_step, Llama.decode_step) ------------------------------
+
+
+def decode_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A decode step's attention core: q (B, H, 1, D), k, v (B, Hkv, S, D) -> (B, H, 1, D). One
+    query sees every cached key, so only padding is masked: mask (B, 1, 1, S) bool or None (a row
+    always sees itself)."""
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1]
+    )
+
+
+def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A Linear's output without its per-call checks (``F.linear`` directly); any other module
+    (a quantized or LoRA projection) through its own forward, x cast to its weight's dtype as
+    attention does (a LoRA layer over bf16 weights; a quantized one casts its input itself)."""
+    if type(module) in (Linear, nn.Linear):
+        return F.linear(to_weight_dtype(x, module.weight), module.weight, module.bias)
+    return module(to_module_dtype(x, module))

@@ -9,7 +9,7 @@ attends to every cached one, so a step costs O(T) attention instead of a full O(
 Speed: the cache is allocated once at prompt + max_new_tokens and written in place (``update``
 copies into slices of it; the buffers never move). The prefill asks for the last position's
 logits only (``logits_to_keep=1``: the LM head is the largest GEMM); each decode step goes
-through ``model.decode_step`` where the model has one (fast/llama.py), the same logits without
+through ``model.decode_step`` (fast/llama.py, fast/gpt.py), the same logits without
 the per-layer checks and dispatch of ``forward``; ``fast/fuse.py`` fuses the projections too.
 
 Next-token choice, in Hugging Face's order: repetition penalty on the raw logits (a token seen in
@@ -392,7 +392,7 @@ def _decode_loop(
     new_tokens: list[list[int]] = [[] for _ in range(B)]
 
     # a prefill needs the last position's logits only; the decode steps go through the model's
-    # lean ``decode_step`` when it has one (fast/llama.py), else its forward with the cache
+    # lean ``decode_step`` when it has one (fast/llama.py, fast/gpt.py), else its forward with the cache
     keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
     lean = fast_decode and cache is not None and hasattr(model, "decode_step")
     was_training = model.training

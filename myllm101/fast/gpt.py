@@ -24,11 +24,17 @@ scaled by 1/sqrt(2 * n_layer), so the residual's variance does not grow with dep
 Generation: ``forward(ids, kv_cache=cache)`` appends the new tokens' keys/values to a
 ``fast.generate.KVCache`` and attends to everything cached; positions continue from the cache's
 length, or come per row from ``position_ids`` (left-padded batches). See fast/generate.py.
+``decode_step(ids, cache)`` is the same computation for one new token per row, written for speed
+as Llama's is (fast/llama.py): the same torch ops in the same order, without ``forward``'s input
+checks, dispatch and module calls in every layer, so its logits are bitwise ``forward``'s.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from myllm101.checks import expect_ndim
@@ -39,8 +45,10 @@ from myllm101.fast.blocks import (
     ModelOutput,
     causal_lm_loss,
     check_model_inputs,
+    decode_attention,
     init_gpt2_,
     keep_last,
+    project,
     residual,
     run_blocks,
     run_blocks_cached,
@@ -114,6 +122,28 @@ class Block(nn.Module):
         x = x + self.dropout(a)
         return x + self.dropout(self.mlp(self.ln_2(x)))
 
+    def decode(self, x: torch.Tensor, cache, index: int, attend) -> torch.Tensor:
+        """GPT.decode_step's layer ``index`` (inference: no dropout): x (B, 1, C) -> (B, 1, C);
+        forward's ops (LayerNorm, c_attn, cache append, attention, c_proj, GELU MLP) unchecked.
+        attend(q (B, H, 1, D), k, v (B, H, S, D)) -> (B, H, 1, D): the attention core."""
+        attn, mlp = self.attn, self.mlp
+        B, H, D = x.shape[0], attn.n_head, attn.head_dim
+        q, k, v = (
+            t.view(B, 1, H, D).transpose(1, 2)  # (B, H, 1, D)
+            for t in project(attn.c_attn, _layer_norm(self.ln_1, x)).split(H * D, dim=2)
+        )
+        k, v = cache.update(index, k, v)  # (B, H, S, D)
+        o = attend(q, k, v).transpose(1, 2).reshape(B, 1, H * D)
+        x = x + project(attn.c_proj, o)
+        h = project(mlp.c_fc, _layer_norm(self.ln_2, x))
+        return x + project(mlp.c_proj, F.gelu(h, approximate="tanh"))
+
+
+def _layer_norm(norm: LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` without its checks (fast/layernorm.py ``layernorm``'s math)."""
+    bias = None if norm.bias is None else norm.bias.to(x.dtype)
+    return F.layer_norm(x, (x.shape[-1],), norm.weight.to(x.dtype), bias, norm.eps)
+
 
 class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
@@ -174,6 +204,34 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))  # (B, T or keep, V)
         loss = None if labels is None else causal_lm_loss(logits, labels)
         return ModelOutput(logits, loss)
+
+    def decode_step(
+        self,
+        input_ids: torch.Tensor,
+        kv_cache,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        attend=None,
+    ) -> torch.Tensor:
+        """One token per row after a prefilled cache: input_ids (B, 1) -> logits (B, V).
+
+        Same arguments and result as ``forward(input_ids, attention_mask, kv_cache=kv_cache,
+        position_ids=position_ids).logits[:, -1]`` in eval mode, unchecked: attention_mask
+        (B, past + 1) bool, left padding only; position_ids (B, 1). attend: the attention core
+        (``Block.decode``), default ``decode_attention`` with that mask."""
+        L = kv_cache.length  # tokens cached so far: the new one sits at position L
+        if position_ids is None:
+            pos = self.wpe.weight[L : L + 1]  # (1, C): what wpe(arange(L, L + 1)) gathers
+        else:
+            pos = F.embedding(position_ids, self.wpe.weight)  # (B, 1, C)
+        x = residual(F.embedding(input_ids, self.wte.weight)) + residual(pos)  # (B, 1, C)
+        if attend is None:
+            mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+            attend = functools.partial(decode_attention, mask=mask)
+        for i, block in enumerate(self.h):
+            x = block.decode(x, kv_cache, i, attend)
+        kv_cache.advance(1)
+        return project(self.lm_head, _layer_norm(self.ln_f, x))[:, -1]  # (B, V)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # the tied weight counts once

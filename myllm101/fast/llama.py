@@ -44,8 +44,10 @@ from myllm101.fast.blocks import (
     ModelOutput,
     causal_lm_loss,
     check_model_inputs,
+    decode_attention,
     init_gpt2_,
     keep_last,
+    project,
     residual,
     run_blocks,
     run_blocks_cached,
@@ -54,7 +56,7 @@ from myllm101.fast.blocks import (
 )
 from myllm101.fast.dropout import Dropout
 from myllm101.fast.embedding import Embedding
-from myllm101.fast.linear import Linear, to_module_dtype, to_weight_dtype
+from myllm101.fast.linear import Linear
 from myllm101.fast.rmsnorm import RMSNorm, rms_norm
 from myllm101.fast.rope import rotate, signed_sin_table
 
@@ -146,26 +148,6 @@ class LlamaBlock(nn.Module):
         else:
             gate, up = project(mlp.gate_up_proj, h).chunk(2, dim=-1)
         return x + project(mlp.down_proj, F.silu(gate) * up)
-
-
-def decode_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """A decode step's attention core: q (B, H, 1, D), k, v (B, Hkv, S, D) -> (B, H, 1, D). One
-    query sees every cached key, so only padding is masked: mask (B, 1, 1, S) bool or None (a row
-    always sees itself)."""
-    return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1]
-    )
-
-
-def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A Linear's output without its per-call checks (``F.linear`` directly); any other module
-    (a quantized or LoRA projection) through its own forward, x cast to its weight's dtype as
-    attention does (a LoRA layer over bf16 weights; a quantized one casts its input itself)."""
-    if type(module) in (Linear, nn.Linear):
-        return F.linear(to_weight_dtype(x, module.weight), module.weight, module.bias)
-    return module(to_module_dtype(x, module))
 
 
 class Llama(nn.Module):

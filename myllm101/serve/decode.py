@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from myllm101.fast.blocks import residual
-from myllm101.fast.llama import Llama, project
+from myllm101.fast.blocks import project, residual
+from myllm101.fast.llama import Llama
 from myllm101.fast.rmsnorm import rms_norm
 from myllm101.fast.rope import signed_sin_table
 from myllm101.serve.slots import SlotKVCache
