@@ -9,7 +9,9 @@ Groups (``benchmarks/ratio_report.py`` conventions; the Hugging Face side is eac
 baseline):
 
 - "smollm2 prefill": one forward pass over a 128-token prompt (no generation, no cache),
-  ``transformers-fp32`` vs ``ours-fp32`` and ``ours-bf16`` (bf16 weights: ``model.to(bfloat16)``,
+  ``transformers-fp32`` vs ``ours-fp32``, ``ours-fp32-fast`` (the same weights with q/k/v and
+  gate/up fused, fast/fuse.py, and every Linear prepacked for oneDNN, fast/prepack.py: float32
+  still, equal to float32 rounding) and ``ours-bf16`` (bf16 weights: ``model.to(bfloat16)``,
   not autocast); count = prompt tokens.
 - "smollm2 decode": greedy generation of 64 new tokens after a short chat prompt, both with their
   KV cache (transformers' ``generate(do_sample=False, min_new_tokens=64)``, ours
@@ -81,7 +83,7 @@ SIZES = {  # name -> (prefill prompt tokens, new tokens, sentences, rounds: pref
     "smoke": (8, 4, 8, (2, 2, 2)),
 }
 SIZE_IDS = [pytest.param(s, id=s or "full") for s in SIZES]
-SMOLLM2_IMPLS = ("transformers-fp32", "ours-fp32", "ours-bf16")
+SMOLLM2_IMPLS = ("transformers-fp32", "ours-fp32", "ours-fp32-fast", "ours-bf16")
 PREFILL_TARGET = "target: ours >= 1.2x transformers' prefill tokens/s (fp32)"
 DECODE_TARGET = (
     "target: cached decode ours-fp32 >= 2x transformers-fp32 (memory bandwidth, ~22 GB/s here, "
@@ -139,7 +141,12 @@ def smollm2():
     hf, _ = load_transformers(path, tokenizer=False)
     bf16 = copy.deepcopy(ours).to(torch.bfloat16)  # its own copy: the fp32 model stays fp32
     assert bf16.lm_head.weight is bf16.embed_tokens.weight  # still tied
-    return {"ours-fp32": ours, "ours-bf16": bf16, "transformers-fp32": hf, "tokenizer": tok}
+    from myllm101.fast.fuse import fuse_for_inference
+    from myllm101.fast.prepack import prepack_for_inference
+
+    fast = prepack_for_inference(fuse_for_inference(copy.deepcopy(ours)))
+    return {"ours-fp32": ours, "ours-fp32-fast": fast, "ours-bf16": bf16,
+            "transformers-fp32": hf, "tokenizer": tok}  # fmt: skip
 
 
 def _shape(cfg, **lengths) -> str:
