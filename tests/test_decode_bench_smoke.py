@@ -33,7 +33,8 @@ def test_decode_benchmarks_run_and_report(tmp_path):
     groups = ratio_report.load_groups(json.loads(out.read_text()))
     assert set(groups) == {"read bandwidth smoke", "smollm2 decode fp32 smoke"}
     rows = {r["impl"]: r for r in groups["smollm2 decode fp32 smoke"]}
-    assert set(rows) == {"transformers-fp32", "ours-forward", "ours-fp32", "ours-fp32-fused"}
+    assert set(rows) == {"transformers-fp32", "ours-forward", "ours-fp32", "ours-fp32-fused",
+                         "ours-fp32-prepacked"}  # fmt: skip
     assert [i for i, r in rows.items() if r.get("baseline")] == ["transformers-fp32"]
     for impl, r in rows.items():  # every row knows the bound it is compared with
         assert r["bound_tokens_per_s"] > 0 and r["percent_of_bound"] > 0, impl
