@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -238,6 +239,13 @@ def decode_attention(
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1]
     )
+
+
+def decode_attend(attention_mask: torch.Tensor | None):
+    """The default attention core of a decode step: ``decode_attention`` hiding the padding keys
+    of ``attention_mask`` (B, S) (left padding; None: every key)."""
+    mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B,1,1,S)
+    return functools.partial(decode_attention, mask=mask)
 
 
 def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

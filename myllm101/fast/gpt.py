@@ -31,8 +31,6 @@ checks, dispatch and module calls in every layer, so its logits are bitwise ``fo
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,7 +43,7 @@ from myllm101.fast.blocks import (
     ModelOutput,
     causal_lm_loss,
     check_model_inputs,
-    decode_attention,
+    decode_attend,
     init_gpt2_,
     keep_last,
     project,
@@ -205,6 +203,7 @@ class GPT(nn.Module):
         loss = None if labels is None else causal_lm_loss(logits, labels)
         return ModelOutput(logits, loss)
 
+    @torch.inference_mode()
     def decode_step(
         self,
         input_ids: torch.Tensor,
@@ -225,9 +224,7 @@ class GPT(nn.Module):
         else:
             pos = F.embedding(position_ids, self.wpe.weight)  # (B, 1, C)
         x = residual(F.embedding(input_ids, self.wte.weight)) + residual(pos)  # (B, 1, C)
-        if attend is None:
-            mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
-            attend = functools.partial(decode_attention, mask=mask)
+        attend = attend or decode_attend(attention_mask)
         for i, block in enumerate(self.h):
             x = block.decode(x, kv_cache, i, attend)
         kv_cache.advance(1)

@@ -31,8 +31,6 @@ layer) serves a layer with fewer kv heads: they fill its first slots (``KVCache.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,7 +42,7 @@ from myllm101.fast.blocks import (
     ModelOutput,
     causal_lm_loss,
     check_model_inputs,
-    decode_attention,
+    decode_attend,
     init_gpt2_,
     keep_last,
     project,
@@ -224,9 +222,7 @@ class Llama(nn.Module):
         else:
             cos, sin = rope.cos[position_ids][:, None], rope.sin[position_ids][:, None]  # (B,1,1,D)
         rot = (cos, signed_sin_table(sin))  # RoPE's rotate_half sign, once for all layers
-        if attend is None:
-            mask = None if attention_mask is None else attention_mask[:, None, None, :]  # (B,1,1,S)
-            attend = functools.partial(decode_attention, mask=mask)
+        attend = attend or decode_attend(attention_mask)
         x = residual(F.embedding(input_ids, self.embed_tokens.weight))  # (B, 1, C)
         for i, layer in enumerate(self.layers):
             x = layer.decode(x, kv_cache, i, rot, attend)
