@@ -50,7 +50,9 @@ class PackedLinear(nn.Module):
         bias = None if linear.bias is None else linear.bias.detach()
         self.register_buffer("bias", bias)
         self.plain_type = type(linear)  # what unpack() rebuilds
-        self.tied = tied  # the shared Parameter (an LM head tied to its embedding), not a copy
+        # the shared Parameter (an LM head tied to its embedding), kept for unpack() as a plain
+        # attribute: registered, it would be this module's parameter too
+        object.__setattr__(self, "tied", tied)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
