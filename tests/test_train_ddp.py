@@ -67,6 +67,10 @@ def _worker(rank: int, world: int, port: int, out_dir: str, kind: str) -> None:
     if full:  # DDP: every rank's replica; FSDP: the gathered weights, on rank 0 only
         torch.save({k: v.clone() for k, v in full.items()}, f"{out_dir}/rank{rank}.pt")
     torch.save(torch.tensor([r["loss"] for r in t.history]), f"{out_dir}/losses{rank}.pt")
+    # both ranks done before either tears gloo down: one rank's process group going away while
+    # the other still used it aborted rank 0 at exit once ("terminate called without an active
+    # exception", after every result was written)
+    torch.distributed.barrier()
     distributed.cleanup()
 
 
