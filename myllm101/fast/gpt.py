@@ -55,7 +55,7 @@ from myllm101.fast.blocks import (
 )
 from myllm101.fast.dropout import Dropout
 from myllm101.fast.embedding import Embedding
-from myllm101.fast.layernorm import LayerNorm
+from myllm101.fast.layernorm import LayerNorm, layernorm
 from myllm101.fast.linear import Linear
 
 
@@ -138,9 +138,8 @@ class Block(nn.Module):
 
 
 def _layer_norm(norm: LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """``norm(x)`` without its checks (fast/layernorm.py ``layernorm``'s math)."""
-    bias = None if norm.bias is None else norm.bias.to(x.dtype)
-    return F.layer_norm(x, (x.shape[-1],), norm.weight.to(x.dtype), bias, norm.eps)
+    """``norm(x)`` as a plain call of fast/layernorm.py's ``layernorm`` (no module dispatch)."""
+    return layernorm(x, norm.weight, norm.bias, norm.eps)
 
 
 class GPT(nn.Module):
