@@ -301,16 +301,25 @@ def int8_linear_kernel(mode: str, device=None) -> Choice:
       "fp32_exact":        the same with float32 GEMMs on int8 converted each call (no fbgemm).
     ``MYLLM101_INT8_KERNEL=name`` forces a kernel of ``INT8_KERNELS[mode]``.
     """
+    env = os.environ.get(KERNEL_ENV, ""), os.environ.get(INT8_ENV, "")
+    return _int8_linear_kernel(mode, _device_type(device), *env)
+
+
+@functools.lru_cache(maxsize=64)
+def _int8_linear_kernel(mode: str, device_type: str, forced: str, native_int8: str) -> Choice:
+    """``int8_linear_kernel``, decided once per mode, device type and value of the two variables
+    that change it (every Int8Linear call asks; the CPU facts it reads are fixed per process)."""
+    del native_int8  # only a cache key: int8_matmul_backend reads the variable itself
     if mode not in INT8_KERNELS:
         raise ValueError(f"mode: expected one of {tuple(INT8_KERNELS)}, got {mode!r}")
-    forced = os.environ.get(KERNEL_ENV, "").strip().lower()
+    forced = forced.strip().lower()
     if forced:
         every = sorted({k for names in INT8_KERNELS.values() for k in names})
         if forced not in every:
             raise ValueError(f"{KERNEL_ENV}: expected one of {', '.join(every)}, got {forced!r}")
         if forced in INT8_KERNELS[mode]:
             return Choice(forced, f"forced by {KERNEL_ENV}={forced}")
-    if _device_type(device) == "cuda":
+    if device_type == "cuda":
         kernel = "dequantize" if mode == "weight_only" else "int_mm"
         return Choice(kernel, "CUDA: F.linear / torch._int_mm (or the Triton kernels)")
     fbgemm = _fbgemm_available()
@@ -318,7 +327,7 @@ def int8_linear_kernel(mode: str, device=None) -> Choice:
         if fbgemm:
             return Choice("fbgemm_fp16", "fbgemm: int8 codes as exact fp16, half the bytes of fp32")
         return Choice("dequantize", "no fbgemm on this CPU: dequantize, then a float32 GEMM")
-    if int8_matmul_backend(device) == "int_mm":
+    if int8_matmul_backend(device_type) == "int_mm":
         if _fbgemm_int8_exact():
             return Choice("fbgemm_int8", "fbgemm sums int8 products exactly (VNNI) and fastest")
         return Choice("int_mm", "int8 dot products, but fbgemm's int8 GEMM would saturate here")

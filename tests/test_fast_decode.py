@@ -169,7 +169,7 @@ def test_fuse_linears_bad_input():
         fuse_linears([a, b])
     with pytest.raises(ValueError, match="a bias or none, got a mix"):
         fuse_linears([Linear(4, 3), Linear(4, 3, bias=False)])
-    with pytest.raises(ValueError, match=r"nn.Linear modules .*got \['Linear', 'Identity'\]"):
+    with pytest.raises(ValueError, match=r"nn.Linear or Int8Linear .*got \['Linear', 'Identity'\]"):
         fuse_linears([a, torch.nn.Identity()])
 
 

@@ -25,7 +25,7 @@ from myllm101.fast.llama import Llama
 from myllm101.quant import SCHEMES, parse_scheme, quantize, save_quantized
 from myllm101.quant.eval import perplexity, top1_agreement, window_spans
 from myllm101.quant.heldout import STDLIB_CHARS, calibration_batches, stdlib_text
-from myllm101.quant.quantize import linear_names, quantized_bytes
+from myllm101.quant.quantize import default_skip, linear_names, quantized_bytes
 from myllm101.train.checkpoint import load_model, save_model_dir, write_manifest
 
 LLAMA = LlamaConfig(vocab_size=96, block_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=128,
@@ -79,15 +79,15 @@ def test_parse_scheme_names_and_bad_names():
 
 
 @pytest.mark.parametrize("kind", ["llama", "gpt"])
-def test_every_untied_linear_is_quantized_and_the_tied_head_is_not(kind):
+def test_with_lm_head_skipped_every_untied_linear_is_quantized_and_the_head_stays_tied(kind):
     model, _ = tiny(kind)
-    quantize(model, "int8")
+    quantize(model, "int8", skip=["lm_head"])
     names = model.quantization["modules"]
     assert "lm_head" not in names and len(names) == (7 if kind == "llama" else 4) * 2
     assert all(type(model.get_submodule(n)).__name__ == "Int8Linear" for n in names)
     assert isinstance(model.lm_head, torch.nn.Linear)  # still tied to the embedding
     head_owner = model.embed_tokens if kind == "llama" else model.wte
-    assert model.lm_head.weight is head_owner.weight
+    assert model.lm_head.weight is head_owner.weight and "tied" not in model.quantization
     sizes = quantized_bytes(model)
     mods = [model.get_submodule(n) for n in names]
     bias = [4 * m.out_features if m.bias is not None else 0 for m in mods]  # float32 biases
@@ -95,6 +95,44 @@ def test_every_untied_linear_is_quantized_and_the_tied_head_is_not(kind):
     # int8 weights + one float32 scale per row
     want = sum(m.out_features * m.in_features + 4 * m.out_features for m in mods) + sum(bias)
     assert sizes["quantized"] == want
+
+
+@pytest.mark.parametrize("scheme", ["int8", "w8a8"])
+@pytest.mark.parametrize("kind", ["llama", "gpt"])
+def test_8bit_default_quantizes_the_tied_head_and_its_embedding_shares_the_codes(kind, scheme):
+    from myllm101.fast.int8 import Int8Embedding
+    from myllm101.reference.int8 import int8_embedding_forward
+
+    model, _ = tiny(kind)
+    table = (model.embed_tokens if kind == "llama" else model.wte).weight.detach().clone()
+    quantize(model, scheme)
+    emb_name = "embed_tokens" if kind == "llama" else "wte"
+    assert model.quantization["modules"][-1] == "lm_head"
+    assert model.quantization["tied"] == {emb_name: "lm_head"}
+    emb, head = model.get_submodule(emb_name), model.lm_head
+    assert isinstance(emb, Int8Embedding)
+    assert emb.weight_q is head.weight_q and emb.weight_scale is head.weight_scale  # one copy
+    # the codes are the float table's, per row (= per output channel of the head)
+    err = (emb.weight_q.float() * emb.weight_scale[:, None] - table).abs()
+    assert bool((err <= emb.weight_scale[:, None] / 2 * (1 + 1e-6)).all())
+    x = ids(12)
+    want = int8_embedding_forward(x.numpy(), emb.weight_q.numpy(), emb.weight_scale.numpy())
+    assert torch.equal(emb(x), torch.from_numpy(want))  # reference == fast, exactly
+    with pytest.raises(ValueError, match="ids"):
+        emb(torch.tensor([[96]]))
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt"])
+def test_int4_default_keeps_the_tied_head_in_float_and_never_quantizes_it(kind):
+    _needs_int4("int4-g32")
+    model, _ = tiny(kind)
+    quantize(model, "int4-g32")
+    assert "lm_head" not in model.quantization["modules"] and model.quantization["skip"] == [
+        "lm_head"
+    ]
+    tied, _ = tiny(kind)
+    quantize(tied, "int4-g32", skip=[])  # a tied head stays float in int4 even when not skipped
+    assert "lm_head" not in tied.quantization["modules"] and "tied" not in tied.quantization
 
 
 def test_skip_names_and_globs():
@@ -172,6 +210,56 @@ def test_w8a8_model_stays_near_the_float_model():
     assert 0 < err < 0.05, err
 
 
+# ---- fused projections ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["int8", "w8a8"])
+def test_fused_int8_projections_compute_the_same_logits_and_unfuse_bitwise(scheme):
+    """Per-row codes and scales stack: the fused model runs the same rows (bitwise here, fbgemm's
+    rows being independent dot products; asserted to float32 rounding in case a kernel blocks a
+    wider matrix differently), its greedy tokens are the same, and unfuse gives back every
+    buffer bitwise."""
+    from myllm101.fast.fuse import fuse_for_inference, unfuse
+    from myllm101.fast.generate import generate
+    from myllm101.fast.int8 import Int8Linear
+
+    model, _ = tiny()
+    quantize(model, scheme)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fused = fuse_for_inference(copy.deepcopy(model))
+    qkv = fused.layers[0].self_attn.qkv_proj
+    assert isinstance(qkv, Int8Linear) and qkv.mode == parse_scheme(scheme).mode
+    assert qkv.weight_q.shape == (128 + 2 * 64, 128) and fused.layers[0].mlp.gate_up_proj.mode
+    x = ids(20)
+    with torch.inference_mode():
+        want, got = model(x).logits, fused(x).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+    prompt = x[0, :6].tolist()
+    assert generate(fused, prompt, 6, temperature=0) == generate(model, prompt, 6, temperature=0)
+    back = unfuse(fused)
+    assert set(back.state_dict()) == set(before)
+    assert all(torch.equal(v, before[k]) for k, v in back.state_dict().items())
+
+
+def test_fusing_int8_projections_of_different_kinds_is_refused():
+    from myllm101.fast.fuse import fuse_linears
+    from myllm101.fast.int8 import Int8Linear
+
+    lin = torch.nn.Linear(8, 4)
+    a, b = Int8Linear.from_linear(lin), Int8Linear.from_linear(lin, mode="w8a8")
+    with pytest.raises(ValueError, match=r"Int8Linears of one mode, got \['weight_only', 'w8a8'\]"):
+        fuse_linears([a, b])
+    per_tensor = Int8Linear.from_linear(lin, per_channel=False)
+    with pytest.raises(ValueError, match="expected per-channel Int8Linears"):
+        fuse_linears([a, per_tensor])
+    if HAS_INT4:
+        from myllm101.fast.int4 import Int4Linear
+
+        c = Int4Linear.from_linear(torch.nn.Linear(32, 4), group_size=32)
+        with pytest.raises(ValueError, match=r"nn.Linear or Int8Linear modules .*Int4Linear"):
+            fuse_linears([c, c])
+
+
 # ---- checkpoints --------------------------------------------------------------------------------
 
 
@@ -187,7 +275,9 @@ def test_quantized_checkpoint_saves_loads_and_generates(tmp_path, kind, scheme):
     config = json.loads((tmp_path / "q" / "config.json").read_text())
     entry = config["quantization"]
     assert entry["scheme"] == scheme and entry["modules"] == model.quantization["modules"]
-    assert entry["base"] == "somewhere" and entry["skip"] == ["lm_head"]
+    assert entry["base"] == "somewhere" and entry["skip"] == list(default_skip(scheme))
+    assert entry.get("tied") == ({"embed_tokens" if kind == "llama" else "wte": "lm_head"}
+                                 if "int8" in scheme or scheme == "w8a8" else None)  # fmt: skip
     assert entry["group_size"] == parse_scheme(scheme).group_size
     manifest = json.loads((tmp_path / "q" / "manifest.json").read_text())
     assert {"config.json", "model.safetensors"} <= set(manifest["files"])
@@ -224,7 +314,7 @@ def _rewrite(directory, edit_config=None, edit_tensors=None):
 
 def test_quantized_checkpoints_whose_tensors_do_not_match_are_refused(tmp_path):
     model, cfg = tiny()
-    quantize(model, "int8")
+    quantize(model, "int8", skip=["lm_head"])
     save_quantized(model, tmp_path / "q", cfg)
     name = "layers.0.mlp.up_proj"
 
@@ -256,6 +346,24 @@ def test_quantized_checkpoints_whose_tensors_do_not_match_are_refused(tmp_path):
         load_model(tmp_path / "q5")
     with pytest.raises(ValueError, match="expected a quantized model"):
         save_quantized(tiny()[0], tmp_path / "q6", cfg)
+
+    tied, _ = tiny()
+    quantize(tied, "int8")  # the head and the embedding share one int8 copy
+    save_quantized(tied, tmp_path / "t1", cfg)
+    assert torch.equal(load_model(tmp_path / "t1")[0](ids()).logits, tied(ids()).logits)
+    _rewrite(
+        tmp_path / "t1", edit_config=lambda c: c["quantization"].update(tied={"norm": "lm_head"})
+    )
+    with pytest.raises(
+        ValueError, match="quantization.tied names 'norm', which is not an Embedding"
+    ):
+        load_model(tmp_path / "t1")
+    save_quantized(tied, tmp_path / "t2", cfg)
+    _rewrite(
+        tmp_path / "t2", edit_config=lambda c: c["quantization"].update(tied={"embed_tokens": "x"})
+    )
+    with pytest.raises(ValueError, match='"quantization.tied": expected an object mapping'):
+        load_model(tmp_path / "t2")
 
 
 # ---- GPTQ through the whole model ------------------------------------------------------------

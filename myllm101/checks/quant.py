@@ -90,10 +90,10 @@ def check_quantization_entry(
 ) -> None:
     """The "quantization" object of a model directory's config.json: {"scheme": one of
     ``schemes``, "skip": [str], "group_size": int or null, "modules": [str, ...] (non-empty,
-    unique), "base": str or null}."""
+    unique), "base": str or null, optionally "tied": {embedding name: one of modules}}."""
     if not isinstance(entry, dict):
         raise ValueError(f'{where}: "quantization": expected an object, got {type(entry).__name__}')
-    keys = {"scheme", "skip", "group_size", "modules", "base"}
+    keys = {"scheme", "skip", "group_size", "modules", "base", "tied"}
     if set(entry) - keys or not {"scheme", "modules"} <= set(entry):
         raise ValueError(
             f'{where}: "quantization": expected keys {sorted(keys)} (scheme and modules '
@@ -116,6 +116,14 @@ def check_quantization_entry(
             f"got {modules!r:.80}"
         )
     check_skip_patterns(entry.get("skip", []))
+    tied = entry.get("tied", {})
+    if not isinstance(tied, dict) or not all(
+        isinstance(e, str) and e and h in modules for e, h in tied.items()
+    ):
+        raise ValueError(
+            f'{where}: "quantization.tied": expected an object mapping embedding names to names '
+            f"in modules, got {tied!r:.80}"
+        )
     g = entry.get("group_size")
     if g is not None and (isinstance(g, bool) or not isinstance(g, int) or g <= 0):
         raise ValueError(

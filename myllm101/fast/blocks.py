@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from myllm101.checks import expect_int, expect_ndim, expect_shape
-from myllm101.fast.embedding import check_ids
+from myllm101.fast.embedding import Embedding, check_ids
 from myllm101.fast.linear import Linear, to_module_dtype, to_weight_dtype
 from myllm101.fast.loss import cross_entropy
 
@@ -246,6 +246,14 @@ def decode_attend(attention_mask: torch.Tensor | None):
     of ``attention_mask`` (B, S) (left padding; None: every key)."""
     mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B,1,1,S)
     return functools.partial(decode_attention, mask=mask)
+
+
+def embed(module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """A token embedding's rows without the id check (``F.embedding`` directly) for a plain
+    Embedding; any other table (an int8 one, tied to a quantized head) through its forward."""
+    if type(module) in (Embedding, nn.Embedding):
+        return F.embedding(ids, module.weight)
+    return module(ids)
 
 
 def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

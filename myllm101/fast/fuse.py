@@ -21,7 +21,12 @@ Contract (one way, inference only): the fused model's ``state_dict`` names the f
 (``...self_attn.qkv_proj.weight``, ``...mlp.gate_up_proj.weight``), not Hugging Face's; to
 save or train, ``unfuse(model)`` first. The fused modules are plain ``fast.linear.Linear``
 (an ``nn.Linear``), so whole-model quantization that swaps ``nn.Linear`` modules by name quantizes
-them like any other projection. The old weights are freed, not kept beside the fused ones.
+them like any other projection. A quantized model's ``Int8Linear`` projections fuse too: their
+codes and scales are per output row, so the fused module holds the same rows, codes and scales
+stacked, and computes the same function (the int8 decode's 7 calls per layer become 4). The
+fused quantized model is for running only: its ``quantization["modules"]`` still names the
+separate projections, so ``unfuse`` before saving it. The old weights are freed, not kept beside
+the fused ones.
 """
 
 from __future__ import annotations
@@ -30,24 +35,32 @@ import torch
 from torch import nn
 
 from myllm101.fast.attention import MultiHeadAttention
+from myllm101.fast.int8 import Int8Linear
 from myllm101.fast.linear import Linear
 from myllm101.fast.llama import LlamaMLP
 
 QKV, GATE_UP = ("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj")
 
 
-def fuse_linears(linears: list[nn.Linear]) -> Linear:
-    """One Linear whose output is the given Linears' outputs side by side (same input width)."""
+def fuse_linears(linears: list[nn.Module]) -> nn.Module:
+    """One Linear whose output is the given Linears' outputs side by side (same input width);
+    per-channel ``Int8Linear`` modules of one mode give one such ``Int8Linear``."""
     first = linears[0]
-    if any(not isinstance(m, nn.Linear) for m in linears):
+    int8 = all(isinstance(m, Int8Linear) for m in linears)
+    if not int8 and any(not isinstance(m, nn.Linear) for m in linears):
         kinds = [type(m).__name__ for m in linears]
-        raise ValueError(f"fuse: expected nn.Linear modules (fuse before quantizing), got {kinds}")
+        raise ValueError(
+            f"fuse: expected nn.Linear or Int8Linear modules (fuse before quantizing to int4), "
+            f"got {kinds}"
+        )
     if any(m.in_features != first.in_features for m in linears):
         widths = [m.in_features for m in linears]
         raise ValueError(f"fuse: expected Linears with one input width, got {widths}")
     has_bias = first.bias is not None
     if any((m.bias is not None) != has_bias for m in linears):
         raise ValueError("fuse: expected all Linears with a bias or none, got a mix")
+    if int8:
+        return _fuse_int8(linears)
     w = first.weight
     out = sum(m.out_features for m in linears)
     fused = Linear(first.in_features, out, bias=has_bias, device=w.device, dtype=w.dtype)
@@ -59,11 +72,35 @@ def fuse_linears(linears: list[nn.Linear]) -> Linear:
     return fused
 
 
-def split_linear(fused: nn.Linear, sizes: list[int]) -> list[Linear]:
-    """The inverse of ``fuse_linears``: Linears of ``sizes`` output features each."""
+def _fuse_int8(linears: list[Int8Linear]) -> Int8Linear:
+    """Int8Linears stacked by output row: codes, scales and biases concatenated (per-row scales
+    only, one mode: each row keeps its own codes and scale, so nothing is re-quantized)."""
+    if any(m.mode != linears[0].mode for m in linears):
+        raise ValueError(f"fuse: expected Int8Linears of one mode, got {[m.mode for m in linears]}")
+    if any(m.weight_scale.ndim != 1 for m in linears):
+        raise ValueError(
+            "fuse: expected per-channel Int8Linears (one scale per row), got a per-tensor one"
+        )
+    bias = None if linears[0].bias is None else torch.cat([m.bias for m in linears])
+    q = torch.cat([m.weight_q for m in linears])  # (sum out, in) int8
+    scale = torch.cat([m.weight_scale for m in linears])  # (sum out,)
+    return Int8Linear(q, scale, bias, mode=linears[0].mode, kernels=linears[0].kernels)
+
+
+def split_linear(fused: nn.Module, sizes: list[int]) -> list[nn.Module]:
+    """The inverse of ``fuse_linears``: Linears (or Int8Linears) of ``sizes`` output features each."""
+    rows_total = fused.out_features
+    if sum(sizes) != rows_total:
+        raise ValueError(f"unfuse: expected sizes summing to {rows_total} rows, got {sizes}")
+    if isinstance(fused, Int8Linear):
+        bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        b = fused.bias
+        return [
+            Int8Linear(fused.weight_q[lo:hi].clone(), fused.weight_scale[lo:hi].clone(),
+                       None if b is None else b[lo:hi].clone(), fused.mode, fused.kernels)
+            for lo, hi in zip(bounds, bounds[1:])
+        ]  # fmt: skip
     w, b = fused.weight, fused.bias
-    if sum(sizes) != w.shape[0]:
-        raise ValueError(f"unfuse: expected sizes summing to {w.shape[0]} rows, got {sizes}")
     parts, lo = [], 0
     for rows in sizes:
         part = Linear(w.shape[1], rows, bias=b is not None, device=w.device, dtype=w.dtype)

@@ -44,6 +44,7 @@ from myllm101.fast.blocks import (
     causal_lm_loss,
     check_model_inputs,
     decode_attend,
+    embed,
     init_gpt2_,
     keep_last,
     project,
@@ -222,7 +223,7 @@ class GPT(nn.Module):
             pos = self.wpe.weight[L : L + 1]  # (1, C): what wpe(arange(L, L + 1)) gathers
         else:
             pos = F.embedding(position_ids, self.wpe.weight)  # (B, 1, C)
-        x = residual(F.embedding(input_ids, self.wte.weight)) + residual(pos)  # (B, 1, C)
+        x = residual(embed(self.wte, input_ids)) + residual(pos)  # (B, 1, C)
         attend = attend or decode_attend(attention_mask)
         for i, block in enumerate(self.h):
             x = block.decode(x, kv_cache, i, attend)

@@ -67,11 +67,13 @@ from myllm101.checks import (
     check_int8_linear,
     check_int8_operands,
     check_int8_scale,
+    expect_dim,
     expect_dtype,
     expect_float,
     expect_ndim,
 )
 from myllm101.device import int8_linear_kernel, int8_matmul_backend
+from myllm101.fast.embedding import check_ids
 from myllm101.kernels.dispatch import kernel_supports, use_kernel
 
 EXACT_FP32_K = 1024  # int8 products <= 128 * 128 = 2**14, so a 1024-long float32 sum is exact
@@ -280,9 +282,9 @@ def int8_linear_packed(
     """Int8Linear's CPU forward: x2 (N, in) float32 -> (N, out) float32 with ``kernel``'s
     ``packed`` weight (``prepare_int8_weight``). weight_only kernels: x2 @ (w_q * w_scale).T + b;
     w8a8 kernels: the same exact int32 sums and rescale as ``w8a8_linear``."""
-    scale = w_scale.to(x2.dtype)
+    scale = w_scale if w_scale.dtype == x2.dtype else w_scale.to(x2.dtype)
     if kernel == "fbgemm_fp16":
-        y = torch.ops.quantized.linear_dynamic_fp16(x2, packed) * scale  # (N, out)
+        y = torch.ops.quantized.linear_dynamic_fp16(x2, packed).mul_(scale)  # (N, out)
     elif kernel == "int8pack":
         y = torch._weight_int8pack_mm(x2.contiguous(), w_q, scale.expand(w_q.shape[0]).contiguous())
     else:  # quantize_per_token's codes: int8, except fbgemm_int8 which takes them as float
@@ -347,7 +349,7 @@ class Int8Linear(nn.Module):
             return None  # the generic path keeps the straight-through gradient
         if self.mode == "w8a8" and use_kernel(x, kernels=self.kernels):
             return None
-        kernel = int8_linear_kernel(self.mode, x.device).value
+        kernel = int8_linear_kernel(self.mode, x.device.type).value
         return None if kernel == "dequantize" else kernel
 
     def packed_weight(self, kernel: str) -> object:
@@ -355,6 +357,8 @@ class Int8Linear(nn.Module):
         q = self.weight_q
         key = (kernel, q.data_ptr(), q._version, tuple(q.shape))
         if self._packed is None or self._packed[0] != key:
+            x = torch.zeros(1, self.in_features, dtype=self.weight_scale.dtype)  # shape stand-in
+            check_int8_linear(x, q, self.weight_scale, self.bias)  # the weights, once per version
             self._packed = (key, prepare_int8_weight(kernel, q))
         return self._packed[1]
 
@@ -370,11 +374,16 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernel = self.cpu_kernel(x)
         if kernel is not None:
-            check_int8_linear(x, self.weight_q, self.weight_scale, self.bias)
+            if self._packed is None or x.shape[-1] != self.in_features:
+                check_int8_linear(x, self.weight_q, self.weight_scale, self.bias)
+            packed = self.packed_weight(kernel)  # its rebuild checks the new weights
             x2 = x.reshape(-1, self.in_features)  # (N, in)
             args = (self.weight_q, self.weight_scale, self.bias)
-            with torch.no_grad():
-                y = int8_linear_packed(x2, kernel, self.packed_weight(kernel), *args)
+            if torch.is_grad_enabled():  # decode runs under inference_mode: skip the context
+                with torch.no_grad():
+                    y = int8_linear_packed(x2, kernel, packed, *args)
+            else:
+                y = int8_linear_packed(x2, kernel, packed, *args)
             return y.reshape(*x.shape[:-1], self.out_features)
         if self.mode == "w8a8":
             return w8a8_linear(x, self.weight_q, self.weight_scale, self.bias, self.kernels)
@@ -386,3 +395,42 @@ class Int8Linear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"mode={self.mode}, per_{per}"
         )
+
+
+class Int8Embedding(nn.Module):
+    """An embedding table stored as int8 rows, one scale per row (buffers ``weight_q`` (V, C),
+    ``weight_scale`` (V,)): ids (...) -> (..., C) in the scale's dtype, only the looked-up rows
+    expanded (reference: ``int8_embedding_forward``).
+
+    ``tied_to(head)`` shares a tied LM head's buffers: the head's per-output-channel codes are the
+    table's per-row codes, so the checkpoint stores one int8 copy for both (as the float model
+    stores one Parameter). Inference only.
+    """
+
+    def __init__(self, weight_q: torch.Tensor, weight_scale: torch.Tensor):
+        super().__init__()
+        expect_dtype("weight_q", weight_q, ("int8",))
+        expect_ndim("weight_q", weight_q, 2)
+        expect_ndim("weight_scale", weight_scale, 1)
+        expect_dim("weight_scale", weight_scale, 0, weight_q.shape[0])
+        self.num_embeddings, self.embedding_dim = weight_q.shape
+        self.register_buffer("weight_q", weight_q)  # (V, C) int8
+        self.register_buffer("weight_scale", weight_scale)  # (V,)
+
+    @classmethod
+    def tied_to(cls, head: Int8Linear) -> Int8Embedding:
+        """The embedding whose rows are ``head``'s output channels (the same tensors, not copies)."""
+        if head.weight_scale.ndim != 1:
+            raise ValueError(
+                "head: a tied embedding needs one scale per output channel (per_channel=True), "
+                f"got weight_scale of shape {tuple(head.weight_scale.shape)}"
+            )
+        return cls(head.weight_q, head.weight_scale)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        check_ids(ids, self.num_embeddings)
+        rows = self.weight_q[ids].to(self.weight_scale.dtype)  # (..., C)
+        return rows * self.weight_scale[ids].unsqueeze(-1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 per row"

@@ -43,6 +43,7 @@ from myllm101.fast.blocks import (
     causal_lm_loss,
     check_model_inputs,
     decode_attend,
+    embed,
     init_gpt2_,
     keep_last,
     project,
@@ -223,7 +224,7 @@ class Llama(nn.Module):
             cos, sin = rope.cos[position_ids][:, None], rope.sin[position_ids][:, None]  # (B,1,1,D)
         rot = (cos, signed_sin_table(sin))  # RoPE's rotate_half sign, once for all layers
         attend = attend or decode_attend(attention_mask)
-        x = residual(F.embedding(input_ids, self.embed_tokens.weight))  # (B, 1, C)
+        x = residual(embed(self.embed_tokens, input_ids))  # (B, 1, C)
         for i, layer in enumerate(self.layers):
             x = layer.decode(x, kv_cache, i, rot, attend)
         kv_cache.advance(1)

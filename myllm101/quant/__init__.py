@@ -1,7 +1,7 @@
 """Whole-model quantization and its evaluation (``myllm101 quantize`` / ``myllm101 eval``).
 
     from myllm101.quant import quantize, save_quantized
-    quantize(model, "int8")                       # every Linear but the lm_head, in place
+    quantize(model, "int8")                       # every Linear (a tied head with its embedding)
     save_quantized(model, "q8", cfg, tokenizer)   # config.json gets a "quantization" entry
     model, tok, cfg = myllm101.train.checkpoint.load_model("q8")   # rebuilt quantized
 

@@ -27,7 +27,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from myllm101.quant.eval import load_for_output
     from myllm101.quant.heldout import calibration_batches
     from myllm101.quant.quantize import (
-        DEFAULT_SKIP,
+        default_skip,
         parse_scheme,
         quantize,
         quantized_bytes,
@@ -45,7 +45,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             m.tokenizer, m.cfg.vocab_size, args.calibration_windows, seq_len=min(256, m.cfg.block_size),
             data_dir=args.data_dir,
         )  # fmt: skip
-    skip = tuple(args.skip) if args.skip is not None else DEFAULT_SKIP
+    skip = tuple(args.skip) if args.skip is not None else default_skip(scheme.name)
     quantize(m.model, scheme.name, skip=skip, calibration=calibration, progress=True)
     tok = getattr(m.tokenizer, "bpe", m.tokenizer)  # a GGUF's: our BPE inside it
     if m.cfg.model_type == "bert":
@@ -53,11 +53,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     base = args.model if m.directory is None else str(m.directory.resolve())
     save_quantized(m.model, out, m.cfg, tok, base=base, extra_files=m.extra_files)
     sizes = quantized_bytes(m.model)
+    ties = m.model.quantization.get("tied", {})
+    tied = "".join(f"; {e} shares {h}'s codes" for e, h in ties.items())
     n = sizes["modules"]
     on_disk = (out / "model.safetensors").stat().st_size
     print(
         f"{args.model} -> {out}: {n} Linear modules quantized to {scheme.name} (skipped: "
-        f"{', '.join(skip) or 'none'}; tied weights stay float); their weights "
+        f"{', '.join(skip) or 'none'}{tied}); their weights "
         f"{sizes['quantized'] / 2**20:.1f} MB vs {sizes['float'] / 2**20:.1f} MB in float32 "
         f"({sizes['float'] / max(sizes['quantized'], 1):.2f}x smaller); model.safetensors "
         f"{on_disk / 2**20:.1f} MB"
@@ -109,7 +111,8 @@ def add_subparsers(subparsers) -> None:
     p.add_argument("--scheme", required=True, help=f"one of: {', '.join(SCHEMES)}")
     p.add_argument("--out", required=True, help="the new model directory")
     p.add_argument("--skip", nargs="*", default=None, metavar="NAME",
-                   help="Linear names or glob patterns kept in float (default: lm_head)")  # fmt: skip
+                   help="Linear names or glob patterns kept in float (default: none for int8 and "
+                        "w8a8, lm_head for int4)")  # fmt: skip
     p.add_argument("--calibration-windows", type=int, default=16,
                    help="GPTQ: token windows of the train split (256 tokens each, seeded)")  # fmt: skip
     p.add_argument("--data-dir", default="data/shakespeare", help="the corpus (make data)")

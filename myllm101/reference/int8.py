@@ -25,6 +25,7 @@ import numpy as np
 
 from myllm101.checks import (
     QMAX,
+    check_ids,
     check_int8_linear,
     check_int8_operands,
     check_int8_scale,
@@ -70,6 +71,22 @@ def dequantize(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     check_int8_scale(q, scale)
     scale = scale[:, None] if scale.ndim == 1 else scale  # per row: (rows,) -> (rows, 1)
     return q.astype(scale.dtype) * scale
+
+
+def int8_embedding_forward(ids: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Lookup in an int8 table: ids (...) -> dequantize(q, scale)[ids]: (..., C) in scale's dtype.
+
+    q: (V, C) int8, scale: (V,), one per row (``quantize_per_channel`` of the float table). A tied
+    LM head quantized per output channel has exactly these codes: the head's row o is token o's
+    embedding, so one int8 copy serves both. Only the looked-up rows are expanded to float.
+    Inference only (the codes have no gradient).
+    """
+    expect_dtype("q", q, ("int8",))
+    expect_ndim("q", q, 2)
+    expect_ndim("scale", scale, 1)
+    expect_dim("scale", scale, 0, q.shape[0])
+    check_ids(ids, q.shape[0])
+    return q[ids].astype(scale.dtype) * scale[ids][..., None]  # (..., C)
 
 
 def int8_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

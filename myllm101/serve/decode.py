@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from myllm101.fast.blocks import project, residual
+from myllm101.fast.blocks import embed, project, residual
 from myllm101.fast.llama import Llama
 from myllm101.fast.rmsnorm import rms_norm
 from myllm101.fast.rope import signed_sin_table
@@ -157,7 +157,7 @@ def batch_step(
     attend = functools.partial(
         mixed_attention, own=own, rows=R, fill_slot=fill_slot, start=start, n_piece=T
     )
-    x = residual(F.embedding(ids_t, model.embed_tokens.weight))  # (M, 1, C)
+    x = residual(embed(model.embed_tokens, ids_t))  # (M, 1, C)
     for i, layer in enumerate(model.layers):
         x = layer.decode(x, cache, i, rot, attend)  # fast/llama.py LlamaBlock.decode
     cache.advance(1)
