@@ -30,6 +30,7 @@ from torch.utils.checkpoint import checkpoint
 
 from myllm101.checks import expect_int, expect_ndim, expect_shape
 from myllm101.fast.embedding import Embedding, check_ids
+from myllm101.fast.int8 import Int8Linear
 from myllm101.fast.linear import Linear, to_module_dtype, to_weight_dtype
 from myllm101.fast.loss import cross_entropy
 
@@ -262,4 +263,6 @@ def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     attention does (a LoRA layer over bf16 weights; a quantized one casts its input itself)."""
     if type(module) in (Linear, nn.Linear):
         return F.linear(to_weight_dtype(x, module.weight), module.weight, module.bias)
+    if type(module) is Int8Linear:  # no weight to look up (a failed getattr costs a few us)
+        return module(x)
     return module(to_module_dtype(x, module))

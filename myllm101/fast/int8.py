@@ -341,7 +341,7 @@ class Int8Linear(nn.Module):
         autograd, autocast, torch.compile, CUDA, Triton forced, empty input)."""
         if x.device.type != "cpu" or x.dtype != torch.float32 or x.numel() == 0:
             return None
-        if self.weight_q.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+        if self._buffers["weight_q"].device.type != "cpu" or torch.is_autocast_enabled("cpu"):
             return None
         if torch.compiler.is_compiling():
             return None
@@ -349,12 +349,12 @@ class Int8Linear(nn.Module):
             return None  # the generic path keeps the straight-through gradient
         if self.mode == "w8a8" and use_kernel(x, kernels=self.kernels):
             return None
-        kernel = int8_linear_kernel(self.mode, x.device.type).value
+        kernel = int8_linear_kernel(self.mode, "cpu").value
         return None if kernel == "dequantize" else kernel
 
     def packed_weight(self, kernel: str) -> object:
         """``prepare_int8_weight(kernel, weight_q)``, built once per weight version."""
-        q = self.weight_q
+        q = self._buffers["weight_q"]  # (a plain dict lookup: this runs on every call)
         key = (kernel, q.data_ptr(), q._version, tuple(q.shape))
         if self._packed is None or self._packed[0] != key:
             x = torch.zeros(1, self.in_features, dtype=self.weight_scale.dtype)  # shape stand-in
@@ -378,7 +378,8 @@ class Int8Linear(nn.Module):
                 check_int8_linear(x, self.weight_q, self.weight_scale, self.bias)
             packed = self.packed_weight(kernel)  # its rebuild checks the new weights
             x2 = x.reshape(-1, self.in_features)  # (N, in)
-            args = (self.weight_q, self.weight_scale, self.bias)
+            buffers = self._buffers
+            args = (buffers["weight_q"], buffers["weight_scale"], buffers["bias"])
             if torch.is_grad_enabled():  # decode runs under inference_mode: skip the context
                 with torch.no_grad():
                     y = int8_linear_packed(x2, kernel, packed, *args)

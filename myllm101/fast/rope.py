@@ -78,7 +78,9 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torc
     and the decode step's (fast/llama.py ``Llama.decode_step``), which signs the table once per
     step for all layers."""
     half = x.shape[-1] // 2
-    return torch.addcmul(x * cos.to(x.dtype), x.roll(half, dims=-1), signed_sin.to(x.dtype))
+    if cos.dtype != x.dtype:  # (a no-op .to still costs a call: decode runs this twice a layer)
+        cos, signed_sin = cos.to(x.dtype), signed_sin.to(x.dtype)
+    return torch.addcmul(x * cos, x.roll(half, dims=-1), signed_sin)
 
 
 class RotaryEmbedding(nn.Module):
