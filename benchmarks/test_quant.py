@@ -13,7 +13,7 @@ Models:
   split in this run (seed 0), so its weights are plain float32 from the start.
 
 Speed rows of ours-fp32, ours-int8 and ours-w8a8 run the model with fused q/k/v and gate/up
-projections (``runnable``; int4 modules do not fuse); perplexities use the model as loaded.
+projections (``fast.fuse.fused_copy``; int4 modules do not fuse); perplexities use the model as loaded.
 An 8-bit SmolLM2 quantizes its LM head too (tied: the embedding shares its int8 codes), as
 torch.ao's dynamic int8 does.
 
@@ -45,6 +45,7 @@ import pytest
 import torch
 
 from benchmarks.memory import peak_torch_mb
+from myllm101.fast.fuse import fused_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data/shakespeare"
@@ -137,14 +138,6 @@ def quantized(name: str, size: str, scheme: str, tmp: str):
     return loaded, tok, cfg, directory
 
 
-def runnable(model, scheme: str):
-    """What the speed rows run: a copy with fused q/k/v and gate/up projections (fast/fuse.py) for
-    fp32 and the 8-bit schemes, whose modules fuse; int4 modules do not, so those run as loaded."""
-    from myllm101.fast.fuse import fuse_for_inference
-
-    return model if "int4" in scheme else fuse_for_inference(copy.deepcopy(model))
-
-
 @functools.cache
 def perplexities(name: str, size: str, scheme: str, tmp: str) -> dict:
     from myllm101.quant.eval import perplexity
@@ -222,7 +215,7 @@ def test_decode(benchmark, tmp_models, size, name, impl):
     _, tok, cfg, _ = quantized(name, size, "fp32", tmp_models)
     prompt = text_ids(tok, shakespeare_test(DATA)[:2000], cfg.vocab_size)[:16]
     if impl.startswith("ours"):
-        model = runnable(quantized(name, size, scheme, tmp_models)[0], scheme)
+        model = fused_copy(quantized(name, size, scheme, tmp_models)[0])
         run = lambda: generate(model, prompt, n_new, temperature=0)  # noqa: E731
     else:
         model = _peer(impl)
@@ -262,9 +255,8 @@ def test_prefill(benchmark, tmp_models, size, name, impl):
     if "int4" in impl and importlib.util.find_spec("myllm101.fast.int4") is None:
         pytest.skip("myllm101.fast.int4 is not there yet: no int4 rows")
     _, _, n_prompt, rounds, _ = SIZES[size]
-    scheme = impl.removeprefix("ours-")
-    model, tok, cfg, _ = quantized(name, size, scheme, tmp_models)
-    model = runnable(model, scheme)
+    model, tok, cfg, _ = quantized(name, size, impl.removeprefix("ours-"), tmp_models)
+    model = fused_copy(model)
     ids = torch.tensor([text_ids(tok, shakespeare_test(DATA)[:8000], cfg.vocab_size)[:n_prompt]])
 
     def run():

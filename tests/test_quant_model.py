@@ -504,3 +504,18 @@ def test_a_fused_model_is_refused_at_save_and_nothing_is_written(tmp_path):
     with pytest.raises(ValueError, match="fused"):
         save_quantized(model, tmp_path / "q", cfg)
     assert not any(tmp_path.iterdir())
+
+
+def test_fused_copy_fuses_float_and_8bit_models_and_leaves_int4_ones():
+    from myllm101.fast.fuse import fused_copy, is_fused
+
+    for scheme in ("int8", "w8a8", None):
+        model, _ = tiny()
+        if scheme:
+            quantize(model, scheme)
+        copy_ = fused_copy(model)
+        assert copy_ is not model and is_fused(copy_) and not is_fused(model)
+    if HAS_INT4:
+        model, _ = tiny()
+        quantize(model, "int4-g32")
+        assert fused_copy(model) is model  # int4 modules do not fuse: run as loaded

@@ -31,6 +31,8 @@ the fused ones.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -136,6 +138,21 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
         elif isinstance(module, LlamaMLP) and module.gate_up_proj is None:
             _replace(module, GATE_UP, "gate_up_proj")
     return model.eval()
+
+
+def fused_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with its projections fused, to run (``eval``'s speed, the benchmarks'
+    speed rows); ``model`` itself where a group cannot fuse (int4 modules) or there is none."""
+    groups = [
+        [getattr(m, n) for n in (QKV if isinstance(m, MultiHeadAttention) else GATE_UP)]
+        for m in model.modules()
+        if (isinstance(m, MultiHeadAttention) and m.qkv_proj is None)
+        or (isinstance(m, LlamaMLP) and m.gate_up_proj is None)
+    ]
+    kinds = {type(p) for group in groups for p in group}
+    if not groups or any(not issubclass(k, (nn.Linear, Int8Linear)) for k in kinds):
+        return model
+    return fuse_for_inference(copy.deepcopy(model))
 
 
 def unfuse(model: nn.Module) -> nn.Module:

@@ -15,7 +15,9 @@ Greedy agreement: P prompts cut from the held-out text, each continued by ``n_ne
 by both models (KV cache); agreement = the mean length of the common prefix / n_new (1.0 = the
 same text), and ``same`` = the fraction of prompts whose continuations are identical.
 
-Speed (batch 1, median of ``rounds``): prefill = one forward over a ``prefill_tokens`` prompt;
+Speed (batch 1, median of ``rounds``, on ``fast.fuse.fused_copy`` of the model: q/k/v and gate/up
+fused where the modules allow, as a model runs fastest): prefill = one forward over a
+``prefill_tokens`` prompt;
 decode = (n - 1) / (time(generate n) - time(generate 1)) after a 16-token prompt, so the
 prompt's prefill cancels out. Peak memory: the bytes of the model's tensors plus the most a decode
 call allocates on top (torch profiler's per-op memory records, as benchmarks/memory.py measures).
@@ -39,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from myllm101.fast.fuse import fused_copy
 from myllm101.quant.heldout import heldout_texts, sha256_text, text_ids
 
 SHIPPED = ("smollm2", "minilm")
@@ -383,7 +386,7 @@ def evaluate(spec: str, settings: EvalSettings | None = None, progress: bool = F
         out["greedy"] = greedy_agreement(m.model, base.model, prompts, n_new)
     prefill = min(s.prefill_tokens, m.cfg.block_size)
     decode = max(2, min(s.decode_tokens, m.cfg.block_size - 16))
-    out["speed"] = speed(m.model, ids, prefill, decode, s.rounds)
+    out["speed"] = speed(fused_copy(m.model), ids, prefill, decode, s.rounds)  # as it would run
     peak = peak_extra_mb(lambda: _generate(m.model, ids[:16], decode))
     out["memory"] = {"tensors_mb": tensor_mb(m.model), "decode_extra_mb": peak,
                      "peak_mb": tensor_mb(m.model) + peak}  # fmt: skip

@@ -341,32 +341,32 @@ def prepare_quantized(model: nn.Module, entry, where="config.json") -> nn.Module
     check_quantization_entry(entry, SCHEMES, where)
     s = parse_scheme(entry["scheme"])
     for n in entry["modules"]:
-        try:
-            lin = model.get_submodule(n)
-        except AttributeError:
-            lin = None
-        if not isinstance(lin, nn.Linear):
-            raise ValueError(
-                f"{where}: quantization module {n!r} is not a Linear of the model built from it "
-                f"(config and quantization entry disagree)"
-            )
+        lin = _submodule_of(
+            model, n, nn.Linear, f"{where}: quantization module {n!r} is not a Linear"
+        )
         q = empty_quantized_module(
             s, lin.out_features, lin.in_features, lin.bias is not None, lin.weight.dtype
         )
         model.set_submodule(n, q)
     for emb in entry.get("tied", {}):
-        try:
-            table = model.get_submodule(emb)
-        except AttributeError:
-            table = None
-        if not isinstance(table, nn.Embedding):
-            raise ValueError(
-                f"{where}: quantization.tied names {emb!r}, which is not an Embedding of the model "
-                f"built from it (config and quantization entry disagree)"
-            )
+        what = f"{where}: quantization.tied names {emb!r}, which is not an Embedding"
+        _submodule_of(model, emb, nn.Embedding, what)
     _tie_embeddings(model, entry.get("tied", {}))
     model.quantization = dict(entry)
     return model
+
+
+def _submodule_of(model: nn.Module, name: str, kind: type, what: str) -> nn.Module:
+    """model's submodule ``name`` if it is a ``kind``, else ValueError(what + why)."""
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        module = None
+    if not isinstance(module, kind):
+        raise ValueError(
+            f"{what} of the model built from it (config and quantization entry disagree)"
+        )
+    return module
 
 
 def check_quantized_tensors(model: nn.Module, path) -> None:
