@@ -379,3 +379,28 @@ def test_cli_defaults_agree_with_the_scheduler(monkeypatch):
         affinity = set(range(cores))
         monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid, a=affinity: a, raising=False)
         assert cli.default_threads() == want, cores
+
+
+def test_an_int8_model_with_a_tied_int8_embedding_serves_generates_tokens(tmp_path):
+    """The batch step looks tokens up in the int8 table the quantized head shares (serve/decode.py
+    through blocks.embed): a served int8 request gives generate's greedy tokens (near ties
+    excepted, see tokens_match_generate)."""
+    from myllm101.quant import quantize, save_quantized
+    from myllm101.train.checkpoint import load_model
+
+    src = tiny_model_dir(tmp_path / "tiny")
+    model, tok, cfg = load_model(src)
+    quantize(model, "int8")
+    assert model.quantization["tied"] == {"embed_tokens": "lm_head"}
+    save_quantized(model, tmp_path / "q8", cfg, tok)
+    engine = load_engine(str(tmp_path / "q8"), "fp32")
+    scheduler = Scheduler(engine, max_batch=4, max_queue=8).start()
+    try:
+        prompts = [engine.encode(t) for t in ("To be or", "Who is there")]
+        jobs = [Job(p, 8, temperature=0.0) for p in prompts]
+        run_jobs(scheduler, jobs)
+        for p, job in zip(prompts, jobs):
+            assert len(job.new_ids) == 8
+            tokens_match_generate(engine.model, p, job.new_ids)
+    finally:
+        scheduler.shutdown(grace=1.0)
