@@ -258,11 +258,12 @@ def embed(module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 
 def project(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A Linear's output without its per-call checks (``F.linear`` directly); any other module
-    (a quantized or LoRA projection) through its own forward, x cast to its weight's dtype as
+    """A Linear's output without its per-call checks (``F.linear`` directly); an Int8Linear
+    through ``forward`` itself (module hooks do not run: the decode steps call this ~100 times a
+    token); any other module (int4, LoRA) through its call, x cast to its weight's dtype as
     attention does (a LoRA layer over bf16 weights; a quantized one casts its input itself)."""
     if type(module) in (Linear, nn.Linear):
         return F.linear(to_weight_dtype(x, module.weight), module.weight, module.bias)
-    if type(module) is Int8Linear:  # no weight to look up (a failed getattr costs a few us)
-        return module(x)
+    if type(module) is Int8Linear:  # no weight to look up, no hooks: its forward directly
+        return module.forward(x)
     return module(to_module_dtype(x, module))

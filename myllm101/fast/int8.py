@@ -372,7 +372,7 @@ class Int8Linear(nn.Module):
         return state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel = self.cpu_kernel(x)
+        kernel = self.cpu_kernel(x)  # every call: the choice depends on x, grad mode, env
         if kernel is not None:
             if self._packed is None or x.shape[-1] != self.in_features:
                 check_int8_linear(x, self.weight_q, self.weight_scale, self.bias)
