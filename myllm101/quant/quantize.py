@@ -33,8 +33,9 @@ A pattern of your own that matches no Linear is an error (a typo would silently 
 everything).
 
 Checkpoint: ``config.json`` gets ``"quantization": {"scheme", "skip", "group_size", "modules",
-"base"}`` (plus ``"tied": {embedding: head}`` where an embedding shares a head's codes); ``model.safetensors`` holds each quantized module's integer buffers and scales under its
-own name (``weight_q``/``weight_scale`` for int8, ``weight_packed``/``weight_scale`` for int4, plus
+"base"}`` (plus ``"tied": {embedding: head}`` where an embedding shares a head's codes);
+``model.safetensors`` holds each quantized module's integer buffers and scales under its own name
+(``weight_q``/``weight_scale`` for int8, ``weight_packed``/``weight_scale`` for int4, plus
 ``bias``). ``train.checkpoint.load_model`` builds the float skeleton from the config, puts empty
 quantized modules of the right shapes at the listed names (``prepare_quantized``), then loads the
 weights strictly; tensors of another shape or dtype are refused with a message naming them.
