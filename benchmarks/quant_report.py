@@ -2,6 +2,7 @@
 and a perplexity-vs-size chart, all from one ``quant.raw.json`` (benchmarks/test_quant.py).
 
     python -m benchmarks.quant_report benchmarks/results/quant.json     # or quant.raw.json
+    python -m benchmarks.quant_report quant-fresh.json --name QUANT-fresh   # a partial run
 
 Per model (SmolLM2-135M, whose weights were shipped as Q4_1, and "fresh", a LLaMA trained in the
 run and never quantized) and scheme: model.safetensors MB, the linear weights' MB, perplexity on
@@ -146,15 +147,17 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("bench_json", type=Path, help="pytest-benchmark JSON, or quant.raw.json")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--name", default="QUANT", help="output stem (QUANT-fresh for a partial run)")
     args = p.parse_args(argv)
-    ratio_report.main([str(args.bench_json), "--name", "QUANT", "--title", "Quantization",
+    stem = args.name.lower()
+    ratio_report.main([str(args.bench_json), "--name", args.name, "--title", "Quantization",
                        "--out", str(args.out)])  # fmt: skip
-    data = raw.expand(json.loads((args.out / "quant.raw.json").read_text()))
+    data = raw.expand(json.loads((args.out / f"{stem}.raw.json").read_text()))
     groups = ratio_report.load_groups(data)
     ratio_report.add_ratios(groups, {})
     table = accuracy_rows(groups)
-    md = args.out / "QUANT.md"
-    png = args.out / "quant_ppl_size.png"
+    md = args.out / f"{args.name}.md"
+    png = args.out / f"{stem}_ppl_size.png"
     md.write_text(
         md.read_text() + "\n" + markdown(table) + f"\n![perplexity vs size]({png.name})\n"
     )

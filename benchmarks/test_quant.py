@@ -9,8 +9,10 @@ Models:
 - "smollm2": SmolLM2-135M-Instruct from its GGUF. Its weights were stored as Q4_1, so they are
   already on a 4-bit grid (per 32 weights): int4 schemes lose less on it than on most models.
 - "fresh": a never-quantized model: our LLaMA (4 layers, C=256, untied head, BPE 1024 trained on
-  the first 300k characters of train.txt) trained for ``TRAIN_STEPS`` AdamW steps on the train
+  the first 300k characters of train.txt) trained for ``FRESH_STEPS`` AdamW steps on the train
   split in this run (seed 0), so its weights are plain float32 from the start.
+  ``MYLLM101_QUANT_FRESH_STEPS`` trains it longer (3000 steps: ~15 min on 2 cores), e.g. for the
+  fresh rows alone: ``-k "fresh and not smoke"``, then ``quant_report ... --name QUANT-fresh``.
 
 Speed rows of ours-fp32, ours-int8 and ours-w8a8 run the model with fused q/k/v and gate/up
 projections (``fast.fuse.fused_copy``; int4 modules do not fuse); perplexities use the model as loaded.
@@ -50,8 +52,9 @@ from myllm101.fast.fuse import fused_copy
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data/shakespeare"
 SCHEMES = ("int8", "w8a8", "int4-g64", "gptq-int4-g64")
+FRESH_STEPS = int(os.environ.get("MYLLM101_QUANT_FRESH_STEPS", "400"))  # see the docstring
 SIZES = {  # name -> (perplexity tokens per text, decode tokens, prefill tokens, rounds, train steps)
-    "": (4096, 32, 128, 3, 400),
+    "": (4096, 32, 128, 3, FRESH_STEPS),
     "smoke": (96, 4, 16, 1, 3),
 }
 SIZE_IDS = [pytest.param(s, id=s or "full") for s in SIZES]
@@ -62,6 +65,11 @@ DECODE_TARGET = (
 
 def _group(name: str, size: str) -> str:
     return f"{name} {size}" if size else name
+
+
+def _trained(name: str, size: str) -> str:
+    """The fresh model's training steps, for its groups' shape line."""
+    return f" trained={SIZES[size][4]} steps" if name == "fresh" else ""
 
 
 def _needs_data():
@@ -233,7 +241,7 @@ def test_decode(benchmark, tmp_models, size, name, impl):
     info = _accuracy(name, size, scheme, tmp_models) if impl.startswith("ours") else {}
     benchmark.extra_info.update(
         component="quant-decode", size=size or "full", impl=impl, model=name,
-        mode="greedy, KV cache, batch 1", shape=f"prompt=16 new={n_new} L={cfg.n_layer} C={cfg.n_embd}",
+        mode="greedy, KV cache, batch 1", shape=f"prompt=16 new={n_new} L={cfg.n_layer} C={cfg.n_embd}{_trained(name, size)}",
         baseline=impl == BASELINE[name], count=n_new, unit="tokens", peak_mb=peak,
         target=DECODE_TARGET, **info,
         goals=[dict(impls=["ours-int8"], metric="ratio", op=">=", value=1.0),
@@ -269,7 +277,7 @@ def test_prefill(benchmark, tmp_models, size, name, impl):
     benchmark.pedantic(run, rounds=rounds, iterations=1)
     benchmark.extra_info.update(
         component="quant-prefill", size=size or "full", impl=impl, model=name,
-        mode="forward over the prompt, batch 1", shape=f"prompt={ids.shape[1]}",
+        mode="forward over the prompt, batch 1", shape=f"prompt={ids.shape[1]}{_trained(name, size)}",
         baseline=impl == "ours-fp32", count=ids.shape[1], unit="tokens", peak_mb=peak,
         loadavg=os.getloadavg()[0],
     )  # fmt: skip
