@@ -71,6 +71,9 @@ bench: install data
 	$(PY) -m benchmarks.ratio_report benchmarks/results/int4.json --name INT4 --title "int4 linear"
 	$(BENCH) benchmarks/test_quant.py -k "not smoke" --benchmark-json=benchmarks/results/quant.json
 	$(PY) -m benchmarks.quant_report benchmarks/results/quant.json
+	MYLLM101_QUANT_FRESH_STEPS=3000 $(BENCH) benchmarks/test_quant.py -k "fresh and not smoke" \
+		--benchmark-json=benchmarks/results/quant-fresh.json
+	$(PY) -m benchmarks.quant_report benchmarks/results/quant-fresh.json --name QUANT-fresh
 	$(BENCH) benchmarks/test_finetune.py -k "not smoke" --benchmark-json=benchmarks/results/finetune.json
 	$(PY) -m benchmarks.ratio_report benchmarks/results/finetune.json --name FINETUNE --title "Fine-tuning"
 	$(PY) -m benchmarks.finetune_budget --out benchmarks/results/finetune_budget.raw.json --report benchmarks/results/FINETUNE.md
@@ -97,6 +100,7 @@ reports: install
 	$(PY) -m benchmarks.ratio_report $(RAW)/decode.raw.json --name DECODE --title "Decode (fp32)"
 	$(PY) -m benchmarks.ratio_report $(RAW)/int4.raw.json --name INT4 --title "int4 linear"
 	$(PY) -m benchmarks.quant_report $(RAW)/quant.raw.json
+	$(PY) -m benchmarks.quant_report $(RAW)/quant-fresh.raw.json --name QUANT-fresh
 	$(PY) -m benchmarks.ratio_report $(RAW)/finetune.raw.json --name FINETUNE --title "Fine-tuning"
 	$(PY) -m benchmarks.finetune_budget --render $(RAW)/finetune_budget.raw.json --report $(RAW)/FINETUNE.md
 	$(PY) -m benchmarks.prune_report $(RAW)/prune_eval.raw.json

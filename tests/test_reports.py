@@ -172,6 +172,7 @@ GENERATORS = {  # committed report -> (its raw file, the generator's arguments a
     "HUB.md": ("hub.raw.json", ratio_report.main, ["--name", "HUB", "--title", "Pretrained models"]),
     "DECODE.md": ("decode.raw.json", ratio_report.main, ["--name", "DECODE", "--title", "Decode (fp32)"]),
     "QUANT.md": ("quant.raw.json", quant_report.main, []),
+    "QUANT-fresh.md": ("quant-fresh.raw.json", quant_report.main, ["--name", "QUANT-fresh"]),
     "INT4.md": ("int4.raw.json", ratio_report.main, ["--name", "INT4", "--title", "int4 linear"]),
     "RAG.md": ("rag.raw.json", ratio_report.main, ["--name", "RAG", "--title", "RAG retrieval"]),
 }  # fmt: skip
