@@ -68,6 +68,14 @@ def gptq_not_positive_definite(damp: float) -> ValueError:
     )
 
 
+def check_int8_table(q: Any, scale: Any) -> None:
+    """An int8 embedding table: q (V, C) int8 with one scale per row, scale (V,)."""
+    expect_dtype("q", q, ("int8",))
+    expect_ndim("q", q, 2)
+    expect_ndim("scale", scale, 1)
+    expect_dim("scale", scale, 0, q.shape[0])
+
+
 # --------------------------------------------------------------------------------------------------
 # quantization: whole-model schemes, skip patterns, the config.json entry (myllm101/quant/)
 

@@ -48,8 +48,7 @@ def fuse_linears(linears: list[nn.Module]) -> nn.Module:
     """One Linear whose output is the given Linears' outputs side by side (same input width);
     per-channel ``Int8Linear`` modules of one mode give one such ``Int8Linear``."""
     first = linears[0]
-    int8 = all(isinstance(m, Int8Linear) for m in linears)
-    if not int8 and any(not isinstance(m, nn.Linear) for m in linears):
+    if not _fusable(linears):
         kinds = [type(m).__name__ for m in linears]
         raise ValueError(
             f"fuse: expected nn.Linear or Int8Linear modules (fuse before quantizing to int4), "
@@ -61,7 +60,7 @@ def fuse_linears(linears: list[nn.Module]) -> nn.Module:
     has_bias = first.bias is not None
     if any((m.bias is not None) != has_bias for m in linears):
         raise ValueError("fuse: expected all Linears with a bias or none, got a mix")
-    if int8:
+    if isinstance(first, Int8Linear):
         return _fuse_int8(linears)
     w = first.weight
     out = sum(m.out_features for m in linears)
@@ -132,25 +131,34 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     """Fuse every attention's q/k/v and every LLaMA MLP's gate/up projections, in place; returns
     ``model`` (in eval mode). Fusing a fused model changes nothing. See the module docstring for
     the contract (inference only; ``unfuse`` before saving)."""
+    for module, old, new in _unfused_groups(model):
+        _replace(module, old, new)
+    return model.eval()
+
+
+def _unfused_groups(model: nn.Module) -> list[tuple[nn.Module, tuple[str, ...], str]]:
+    """(module, its separate projections' names, the fused name) for every group not yet fused."""
+    out = []
     for module in model.modules():
         if isinstance(module, MultiHeadAttention) and module.qkv_proj is None:
-            _replace(module, QKV, "qkv_proj")
+            out.append((module, QKV, "qkv_proj"))
         elif isinstance(module, LlamaMLP) and module.gate_up_proj is None:
-            _replace(module, GATE_UP, "gate_up_proj")
-    return model.eval()
+            out.append((module, GATE_UP, "gate_up_proj"))
+    return out
+
+
+def _fusable(linears: list[nn.Module]) -> bool:
+    """All float Linears, or all Int8Linears (``fuse_linears`` says why anything else is not)."""
+    return all(isinstance(m, nn.Linear) for m in linears) or all(
+        isinstance(m, Int8Linear) for m in linears
+    )
 
 
 def fused_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with its projections fused, to run (``eval``'s speed, the benchmarks'
     speed rows); ``model`` itself where a group cannot fuse (int4 modules) or there is none."""
-    groups = [
-        [getattr(m, n) for n in (QKV if isinstance(m, MultiHeadAttention) else GATE_UP)]
-        for m in model.modules()
-        if (isinstance(m, MultiHeadAttention) and m.qkv_proj is None)
-        or (isinstance(m, LlamaMLP) and m.gate_up_proj is None)
-    ]
-    kinds = {type(p) for group in groups for p in group}
-    if not groups or any(not issubclass(k, (nn.Linear, Int8Linear)) for k in kinds):
+    groups = [[getattr(m, n) for n in old] for m, old, _ in _unfused_groups(model)]
+    if not groups or not all(_fusable(group) for group in groups):
         return model
     return fuse_for_inference(copy.deepcopy(model))
 

@@ -67,11 +67,11 @@ from myllm101.checks import (
     check_int8_linear,
     check_int8_operands,
     check_int8_scale,
-    expect_dim,
     expect_dtype,
     expect_float,
     expect_ndim,
 )
+from myllm101.checks.quant import check_int8_table
 from myllm101.device import int8_linear_kernel, int8_matmul_backend
 from myllm101.fast.embedding import check_ids
 from myllm101.kernels.dispatch import kernel_supports, use_kernel
@@ -410,10 +410,7 @@ class Int8Embedding(nn.Module):
 
     def __init__(self, weight_q: torch.Tensor, weight_scale: torch.Tensor):
         super().__init__()
-        expect_dtype("weight_q", weight_q, ("int8",))
-        expect_ndim("weight_q", weight_q, 2)
-        expect_ndim("weight_scale", weight_scale, 1)
-        expect_dim("weight_scale", weight_scale, 0, weight_q.shape[0])
+        check_int8_table(weight_q, weight_scale)
         self.num_embeddings, self.embedding_dim = weight_q.shape
         self.register_buffer("weight_q", weight_q)  # (V, C) int8
         self.register_buffer("weight_scale", weight_scale)  # (V,)

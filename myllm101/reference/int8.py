@@ -34,6 +34,7 @@ from myllm101.checks import (
     expect_float,
     expect_ndim,
 )
+from myllm101.checks.quant import check_int8_table
 
 
 def _quantize(v: np.ndarray, absmax: np.ndarray):
@@ -81,10 +82,7 @@ def int8_embedding_forward(ids: np.ndarray, q: np.ndarray, scale: np.ndarray) ->
     embedding, so one int8 copy serves both. Only the looked-up rows are expanded to float.
     Inference only (the codes have no gradient).
     """
-    expect_dtype("q", q, ("int8",))
-    expect_ndim("q", q, 2)
-    expect_ndim("scale", scale, 1)
-    expect_dim("scale", scale, 0, q.shape[0])
+    check_int8_table(q, scale)
     check_ids(ids, q.shape[0])
     return q[ids].astype(scale.dtype) * scale[ids][..., None]  # (..., C)
 
