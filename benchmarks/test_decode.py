@@ -18,12 +18,15 @@ A decoding step reads every weight once for one token, so a step can take no les
   16), ``ours-fp32`` (``Llama.decode_step``: the lean step), ``ours-fp32-fused`` (the lean step
   after ``fast.fuse.fuse_for_inference``: fused q/k/v and gate/up projections),
   ``ours-fp32-prepacked`` (the fused model with every Linear prepacked for oneDNN,
-  ``fast.prepack.prepack_for_inference``: float32 still, equal to float32 rounding). The rows
+  ``fast.prepack.prepack_for_inference``: float32 still, equal to float32 rounding),
+  ``ours-fp32-compiled`` (the fused model decoding through ``generate(compile_step=True)``:
+  torch.compile of the lean step on a static cache with Inductor's freezing,
+  fast/compiled_decode.py; compiled in the untimed warm-up, ~40 s). The rows
   alternate: before each timed round of one row, one untimed round of every other row runs
   (pytest-benchmark's ``setup``), so all rows are measured through the same minutes of a shared
   machine. Each row records ``bound_tokens_per_s`` and its ``percent_of_bound``.
 
-Target (issue 16): ours-fp32-fused or ours-fp32-prepacked >= 2x transformers-fp32, and >= 80% of
+Target (issue 16): ours-fp32-fused, -prepacked or -compiled >= 2x transformers-fp32, and >= 80% of
 the bound.
 tests/test_decode_bench_smoke.py runs the smoke rows and builds the report (no timing asserts).
 """
@@ -47,11 +50,12 @@ SIZES = {  # name -> (new tokens, bandwidth tensor MiB, rounds)
     "smoke": (4, 64, 1),
 }
 SIZE_IDS = [pytest.param(s, id=s or "full") for s in SIZES]
-IMPLS = ("transformers-fp32", "ours-forward", "ours-fp32", "ours-fp32-fused", "ours-fp32-prepacked")
-FASTEST = ["ours-fp32-fused", "ours-fp32-prepacked"]  # the rows the target is checked on
+IMPLS = ("transformers-fp32", "ours-forward", "ours-fp32", "ours-fp32-fused", "ours-fp32-prepacked",
+         "ours-fp32-compiled")  # fmt: skip
+FASTEST = ["ours-fp32-fused", "ours-fp32-prepacked", "ours-fp32-compiled"]  # the target's rows
 BOUND_SHARE, SPEEDUP = 0.8, 2.0
 TARGET = (
-    "target: ours-fp32-fused / -prepacked >= 2x transformers-fp32 decode tokens/s and >= 80% "
+    "target: ours-fp32-fused / -prepacked / -compiled >= 2x transformers-fp32 decode tokens/s and >= 80% "
     "of the memory-bandwidth bound measured in the same run"
 )
 _BANDWIDTH: dict[str, float] = {}  # size -> GB/s, from test_read_bandwidth
@@ -137,9 +141,12 @@ def _runner(models, impl: str, prompt: list[int], n_new: int):
             return out[0].tolist()
 
         return run
-    model = models[impl if impl in FASTEST else "ours-fp32"]
+    compiled = impl == "ours-fp32-compiled"
+    model = models["ours-fp32-fused" if compiled else impl if impl in FASTEST else "ours-fp32"]
     lean = impl != "ours-forward"  # ours-forward: every step through forward with the cache
-    return lambda: generate(model, prompt, n_new, temperature=0, fast_decode=lean)
+    return lambda: generate(
+        model, prompt, n_new, temperature=0, fast_decode=lean, compile_step=compiled
+    )
 
 
 _TOKENS: dict[str, list[int]] = {}  # size -> transformers' tokens (recorded: same tokens?)

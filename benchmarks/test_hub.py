@@ -16,6 +16,9 @@ baseline):
 - "smollm2 decode": greedy generation of 64 new tokens after a short chat prompt, both with their
   KV cache (transformers' ``generate(do_sample=False, min_new_tokens=64)``, ours
   ``fast.generate.generate``); count = new tokens (the time includes the short prompt's prefill).
+  Two more rows (full size only): ``ours-fp32-compiled`` and ``ours-bf16-compiled``, the fused
+  model in fp32 / bf16 weights through ``generate(compile_step=True)`` (fast/compiled_decode.py;
+  compiled and autotuned in the untimed warm-up, ~70 s each).
 - "smollm2 load": model + tokenizer from the GGUF (dequantized to float32 on both sides).
 - "minilm embed": 256 sentences of 10-30 words from data/shakespeare/train.txt in corpus order
   (unsorted), batch 32, ``SentenceTransformer.encode`` on the same local directory vs our
@@ -84,6 +87,12 @@ SIZES = {  # name -> (prefill prompt tokens, new tokens, sentences, rounds: pref
 }
 SIZE_IDS = [pytest.param(s, id=s or "full") for s in SIZES]
 SMOLLM2_IMPLS = ("transformers-fp32", "ours-fp32", "ours-fp32-fast", "ours-bf16")
+COMPILED_IMPLS = ("ours-fp32-compiled", "ours-bf16-compiled")  # decode only, full size only
+DECODE_PARAMS = [  # (size, impl): the compiled rows compile ~70 s each, too long for a smoke run
+    pytest.param(size, impl, id=f"{size or 'full'}-{impl}")
+    for size in SIZES
+    for impl in SMOLLM2_IMPLS + (() if size else COMPILED_IMPLS)
+]
 PREFILL_TARGET = "target: ours >= 1.2x transformers' prefill tokens/s (fp32)"
 DECODE_TARGET = (
     "target: cached decode ours-fp32 >= 2x transformers-fp32 (memory bandwidth, ~22 GB/s here, "
@@ -145,7 +154,10 @@ def smollm2():
     from myllm101.fast.prepack import prepack_for_inference
 
     fast = prepack_for_inference(fuse_for_inference(copy.deepcopy(ours)))
+    fused = fuse_for_inference(copy.deepcopy(ours))  # the compiled rows' (compiling packs it)
+    fused_bf16 = fuse_for_inference(copy.deepcopy(bf16))
     return {"ours-fp32": ours, "ours-fp32-fast": fast, "ours-bf16": bf16,
+            "ours-fp32-compiled": fused, "ours-bf16-compiled": fused_bf16,
             "transformers-fp32": hf, "tokenizer": tok}  # fmt: skip
 
 
@@ -206,8 +218,7 @@ def test_smollm2_prefill(benchmark, smollm2, size, impl):
 _DECODED: dict[str, list[int]] = {}
 
 
-@pytest.mark.parametrize("impl", SMOLLM2_IMPLS)
-@pytest.mark.parametrize("size", SIZE_IDS)
+@pytest.mark.parametrize(("size", "impl"), DECODE_PARAMS)
 def test_smollm2_decode(benchmark, smollm2, size, impl):
     from myllm101.fast.generate import generate
     from myllm101.hub.smollm2 import chat_prompt
@@ -229,11 +240,12 @@ def test_smollm2_decode(benchmark, smollm2, size, impl):
                 )  # fmt: skip
             return out[0].tolist()
     else:
+        compiled = impl.endswith("-compiled")
 
         def run(n=n_new):  # no stop tokens: always n new tokens
-            return generate(model, prompt, n, temperature=0, use_cache=True)
+            return generate(model, prompt, n, temperature=0, compile_step=compiled)
 
-    run(2)  # warm-up
+    run(2)  # warm-up (and the compiled rows' compile: 2 and n_new tokens share a cache bucket)
     peak = _peak_mb(run)
     benchmark.group = _group("smollm2 decode", size)
     out = benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=0)
@@ -245,7 +257,7 @@ def test_smollm2_decode(benchmark, smollm2, size, impl):
         mode="greedy, KV cache, batch 1", shape=_shape(cfg, prompt=len(prompt), new=n_new),
         baseline=impl == "transformers-fp32", count=n_new, unit="tokens", peak_mb=peak,
         target=DECODE_TARGET, new_text=tok.decode(out[len(prompt) :]),
-        dtype="bf16" if impl.endswith("bf16") else "fp32",
+        dtype="bf16" if "bf16" in impl else "fp32",
         same_tokens_as_baseline=out == _DECODED.get(size),
         note=f"time of generate(): the {len(prompt)}-token chat prompt's prefill plus {n_new} "
         "decode steps; transformers: model.generate(do_sample=False, min_new_tokens=max_new_tokens)",

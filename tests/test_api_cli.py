@@ -103,6 +103,21 @@ def test_generate_any_on_a_directory(model_dir, capsys):
         generate_any(generate_args(model_dir, "to be", adapter="x"))
 
 
+def test_generate_compile_prints_the_eager_text(model_dir, capsys, monkeypatch):
+    """--compile decodes through fast/compiled_decode.py: the same greedy text (float32)."""
+    from myllm101.fast import generate
+
+    assert generate_any(generate_args(model_dir, "to be")) == 0
+    eager = capsys.readouterr().out
+    monkeypatch.setenv("MYLLM101_COMPILE_AUTOTUNE", "0")  # tests/test_compiled_decode.py autotunes
+    compiled = []  # the models generate() asked a compiled decoder for
+    real = generate.compiled_decoder
+    monkeypatch.setattr(generate, "compiled_decoder", lambda m: compiled.append(m) or real(m))
+    assert generate_any(generate_args(model_dir, "to be", compile=True)) == 0
+    assert capsys.readouterr().out == eager
+    assert len(compiled) == 1
+
+
 @pytest.mark.slow
 def test_the_demo_run_exports_and_transformers_generates_its_tokens(tmp_path, capsys):
     """`make demo`'s pipeline, shortened (its config file, a smaller tokenizer, 200 steps): the

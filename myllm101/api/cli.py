@@ -63,7 +63,8 @@ def generate_any(args: argparse.Namespace) -> int:
     if args.chat and not hasattr(pipe.tokenizer, "bpe"):
         raise ValueError("--chat: expected a model with a chat template (smollm2), got a plain LM")
     out = pipe(args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-               seed=args.seed, chat=args.chat, return_full_text=False)  # fmt: skip
+               seed=args.seed, chat=args.chat, return_full_text=False,
+               compile_step=getattr(args, "compile", False))  # fmt: skip
     print(out[0]["generated_text"])
     return 0
 

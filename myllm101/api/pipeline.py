@@ -113,7 +113,8 @@ class TextGenerationPipeline(Pipeline):
     @torch.inference_mode()
     def run_one(self, text: str, max_new_tokens: int = 32, temperature: float = 0.0,
                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                chat: bool = False, return_full_text: bool = True) -> list[dict]:  # fmt: skip
+                chat: bool = False, return_full_text: bool = True,
+                compile_step: bool = False) -> list[dict]:  # fmt: skip
         from myllm101.fast.generate import generate
 
         if chat:
@@ -124,7 +125,8 @@ class TextGenerationPipeline(Pipeline):
         if not ids:
             raise ValueError("text: expected a prompt of at least one token, got an empty one")
         out = generate(self.model, ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                       top_p=top_p, stop_tokens=self._stop(), seed=seed)  # fmt: skip
+                       top_p=top_p, stop_tokens=self._stop(), seed=seed,
+                       compile_step=compile_step)  # fmt: skip
         new = out[len(ids) :]
         if new and new[-1] in self._stop():
             new = new[:-1]

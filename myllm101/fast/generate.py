@@ -46,6 +46,7 @@ from myllm101.checks import (
     expect_positive,
     expect_shape,
 )
+from myllm101.fast.compiled_decode import StaticCache, cache_slots, compiled_decoder
 
 # ---------------------------------------------------------------------------------------------
 # the cache
@@ -347,6 +348,7 @@ def generation_steps(
     use_cache: bool = True,
     pad_token_id: int = 0,
     fast_decode: bool = True,
+    compile_step: bool = False,
 ) -> Iterator[Step]:
     """The loop behind ``generate`` and ``stream``: yields a ``Step`` per new token (see generate
     for the arguments). Stops early once every row has finished."""
@@ -367,13 +369,13 @@ def generation_steps(
     return _decode_loop(
         model, ids.to(device), mask.to(device), max_new_tokens, temperature, top_k, top_p,
         repetition_penalty, set(int(t) for t in stop_tokens), stop_strings, decode, seed, use_cache,
-        fast_decode,
+        fast_decode, compiled_decoder(model) if compile_step and use_cache else None,
     )  # fmt: skip
 
 
 def _decode_loop(
     model, ids, mask, max_new_tokens, temperature, top_k, top_p, penalty, stop_tokens,
-    stop_strings, decode, seed, use_cache, fast_decode,
+    stop_strings, decode, seed, use_cache, fast_decode, compiled,
 ) -> Iterator[Step]:  # fmt: skip
     B, T0 = ids.shape
     total = T0 + max_new_tokens
@@ -387,7 +389,12 @@ def _decode_loop(
     generator = None
     if seed is not None:
         generator = torch.Generator(device=ids.device).manual_seed(seed)
-    cache = KVCache.for_model(model, B, total) if use_cache else None
+    slots = total if compiled is None else cache_slots(total, model.cfg.block_size)
+    cache = KVCache.for_model(model, B, slots) if use_cache else None
+    if compiled is not None:  # the static cache's mask: real tokens in filled slots only
+        visible = torch.zeros(B, slots, dtype=torch.bool, device=ids.device)
+        visible[:, :T0] = mask
+    static = None  # compiled: the cache after the prefill, as a StaticCache
     running = torch.ones(B, dtype=torch.bool, device=ids.device)
     new_tokens: list[list[int]] = [[] for _ in range(B)]
 
@@ -405,7 +412,11 @@ def _decode_loop(
             new_positions = positions[:, start:end] if padded else None
             # inference mode only around the work, never across the yield (the caller's code)
             with torch.inference_mode():
-                if lean and step > 0:
+                if compiled is not None and step > 0:
+                    static = static or StaticCache(cache)  # the prefill's keys, one per layer
+                    visible[:, end - 1] = True  # the newest token: real in every row
+                    logits = compiled(seq[:, start:end], positions[:, start:end], visible, static)
+                elif lean and step > 0:
                     logits = model.decode_step(seq[:, start:end], cache, new_positions, mask_so_far)
                 else:
                     logits = model(
@@ -452,6 +463,7 @@ def generate(
     use_cache: bool = True,
     pad_token_id: int = 0,
     fast_decode: bool = True,
+    compile_step: bool = False,
 ) -> list[int] | list[list[int]]:
     """Continue each prompt by up to ``max_new_tokens`` tokens; returns prompt + new ids.
 
@@ -466,13 +478,15 @@ def generate(
     fast_decode: with the cache, steps after the prefill go through ``model.decode_step`` when the
         model has one (fast/llama.py: the same logits, less work per step); False: through
         ``model(...)`` with the cache, like every other step (for comparison).
+    compile_step: decode through ``torch.compile`` of that step on a static cache
+        (fast/compiled_decode.py: float models only; the first call compiles, tens of seconds).
     The prompt plus max_new_tokens must fit the model's block_size.
     """
     kw = dict(
         temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
         stop_tokens=stop_tokens, stop_strings=stop_strings, decode=decode, seed=seed,
         attention_mask=attention_mask, use_cache=use_cache, pad_token_id=pad_token_id,
-        fast_decode=fast_decode,
+        fast_decode=fast_decode, compile_step=compile_step,
     )  # fmt: skip
     ids, mask, single = prepare_prompts(prompts, attention_mask, pad_token_id)
     rows = [ids[i][mask[i]].tolist() for i in range(ids.shape[0])]

@@ -218,8 +218,8 @@ class GPT(nn.Module):
         position_ids=position_ids).logits[:, -1]`` in eval mode, unchecked: attention_mask
         (B, past + 1) bool, left padding only; position_ids (B, 1). attend: the attention core
         (``Block.decode``), default ``decode_attention`` with that mask."""
-        L = kv_cache.length  # tokens cached so far: the new one sits at position L
         if position_ids is None:
+            L = kv_cache.length  # tokens cached so far: the new one sits at position L
             pos = self.wpe.weight[L : L + 1]  # (1, C): what wpe(arange(L, L + 1)) gathers
         else:
             pos = F.embedding(position_ids, self.wpe.weight)  # (B, 1, C)

@@ -216,9 +216,9 @@ class Llama(nn.Module):
         attention_mask (B, past + 1) bool, left padding only; position_ids (B, 1). attend: the
         attention core (``LlamaBlock.decode``), default ``decode_attention`` with that mask
         (serve/decode.py passes one that attends row by row, each over its own keys)."""
-        L = kv_cache.length  # tokens cached so far: the new one sits at position L
         rope = self.layers[0].self_attn.rope  # every layer's tables are the same
         if position_ids is None:
+            L = kv_cache.length  # tokens cached so far: the new one sits at position L
             cos, sin = rope.cos[L : L + 1], rope.sin[L : L + 1]  # (1, D)
         else:
             cos, sin = rope.cos[position_ids][:, None], rope.sin[position_ids][:, None]  # (B,1,1,D)

@@ -3,9 +3,10 @@
     myllm101 embed --model minilm [--impl fast|reference] [--dtype auto|fp32|bf16] [TEXT ...]
         -> one JSON list of vectors (384 floats each, unit length); no TEXT: one per stdin line
     myllm101 generate --model smollm2 [--chat] [--max-new-tokens N] [--temperature 0]
-                      [--adapter DIR] PROMPT
+                      [--adapter DIR] [--compile] PROMPT
         -> the generated text (greedy at temperature 0); --adapter: with a LoRA adapter
-           (``myllm101 finetune``'s run directory or any PEFT adapter of SmolLM2) merged in
+           (``myllm101 finetune``'s run directory or any PEFT adapter of SmolLM2) merged in;
+           --compile: decode through torch.compile (fast/compiled_decode.py)
 
 ``add_subparsers(subparsers)`` hooks both into the main parser; ``run(argv)`` runs them alone
 (tests use it). Errors print one line to stderr and return exit code 2.
@@ -69,6 +70,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         seed=args.seed,
         dtype=choice.value,
+        compile_step=args.compile,
     )
     print(text)
     return 0
@@ -85,7 +87,9 @@ def _generate_adapted(args: argparse.Namespace, choice) -> str:
     text = chat_prompt([{"role": "user", "content": args.prompt}]) if args.chat else args.prompt
     ids = tok.encode(text)
     stop = (tok.eos_id,) if tok.eos_id is not None else ()
-    out = generate_ids(model, ids, args.max_new_tokens, args.temperature, stop, args.seed)
+    out = generate_ids(
+        model, ids, args.max_new_tokens, args.temperature, stop, args.seed, args.compile
+    )
     return tok.decode(out[len(ids) :], skip_special_tokens=True)
 
 
@@ -113,6 +117,9 @@ def add_subparsers(subparsers) -> None:
     p.add_argument("--adapter", default=None, metavar="DIR",
                    help="a LoRA adapter (a finetune run directory, its best/, or PEFT's "
                    "adapter directory) loaded onto the model before generating")  # fmt: skip
+    p.add_argument("--compile", action="store_true",
+                   help="decode through torch.compile of the decode step (float models: ~1.4x "
+                   "faster tokens after a one-off compile of ~40 s for SmolLM2)")  # fmt: skip
     p.add_argument("prompt", metavar="PROMPT")
     p.set_defaults(func=guarded(cmd_generate_any))
 

@@ -1,0 +1,149 @@
+"""The compiled decode step (fast/compiled_decode.py, ``generate(..., compile_step=True)``).
+
+Two separate claims, tested separately:
+
+- the static cache computes what the growing one does: ``static_decode_step`` run eagerly (torch.compile
+  replaced by the identity) writes slot L in place and attends over every slot with the empty ones
+  masked; its logits equal ``decode_step``'s to TOL (float64 rtol 1e-7, float32 1e-5: the masked
+  softmax sums a few more exact zeros, which may change the BLAS's blocking, not the math), over
+  drawn batches, left padding, GQA, GPT and a head-pruned layer;
+- Inductor compiles it to the same function: compiled vs eager float32 logits to TOL["float32"]
+  (Inductor's GEMMs and fused small ops may sum in another order; observed ~1e-7) and greedy
+  tokens identical, without a recompile per generation length, and recompiled when a weight
+  changes (frozen weights are constants in the graph). The Llama test compiles as ``generate``
+  does, with GEMM autotuning (~30 s); the others set MYLLM101_COMPILE_AUTOTUNE=0 (the same graph
+  with library GEMMs, a third of the time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from myllm101.fast import compiled_decode
+from myllm101.fast.compiled_decode import BUCKET, cache_slots, compiled_decoder
+from myllm101.fast.generate import generation_steps
+from myllm101.fast.gpt import GPT
+from myllm101.fast.prepack import prepack_for_inference
+from myllm101.prune.structured import remove_heads
+from myllm101.quant.quantize import quantize
+from parity_tests.helpers import TOL, TORCH_DTYPE, assert_close, examples, seeds
+from parity_tests.test_generate import gpt_cfg, randomize_
+from tests.test_fast_decode import make_llama, prompts_of
+
+
+def make_gpt(seed: int = 0, dtype=torch.float32) -> GPT:
+    torch.manual_seed(seed)
+    model = GPT(gpt_cfg()).to(dtype).eval()
+    randomize_(model, seed)
+    return model
+
+
+def steps(model, prompts, n: int, **kw) -> list:
+    return list(generation_steps(model, prompts, n, temperature=0, **kw))
+
+
+def assert_same_steps(got: list, want: list, dtype: str) -> None:
+    assert len(got) == len(want)
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert_close(a.logits, b.logits, name=f"step {i} logits", **TOL[dtype])
+        assert torch.equal(a.tokens[a.active], b.tokens[b.active]), f"step {i} tokens"
+
+
+@contextlib.contextmanager
+def eager_compile():
+    """torch.compile as the identity: the static step runs eagerly (no Inductor, no seconds)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compiled_decode.torch, "compile", lambda fn, **kw: fn)
+        yield
+
+
+def test_cache_slots_round_up_to_a_bucket_within_the_block():
+    assert cache_slots(1, 4096) == BUCKET
+    assert cache_slots(BUCKET, 4096) == BUCKET
+    assert cache_slots(BUCKET + 1, 4096) == 2 * BUCKET
+    assert cache_slots(20, 24) == 24  # never past block_size
+    assert cache_slots(4000, 4000) == 4000
+
+
+@settings(max_examples=examples(12), deadline=None)
+@given(seed=seeds, lengths=st.lists(st.integers(1, 8), min_size=1, max_size=3),
+       n_new=st.integers(2, 8), kind=st.sampled_from(["llama", "llama-mqa", "gpt", "pruned"]),
+       dtype=st.sampled_from(["float64", "float32"]))  # fmt: skip
+def test_the_static_cache_step_equals_decode_step(seed, lengths, n_new, kind, dtype):
+    torch_dtype = TORCH_DTYPE[dtype]
+    if kind == "gpt":
+        model = make_gpt(seed % 1000, torch_dtype)
+    else:
+        model = make_llama(seed % 1000, torch_dtype, n_kv_head=1 if kind == "llama-mqa" else 2)
+    if kind == "pruned":  # layer 1 keeps 1 of its 2 kv heads: the cache's first slot only
+        remove_heads(model, 1, [0])
+    prompts = prompts_of(seed, lengths)
+    want = steps(model, prompts, n_new)
+    with eager_compile():
+        got = steps(model, prompts, n_new, compile_step=True)
+    assert_same_steps(got, want, dtype)
+
+
+@pytest.fixture
+def no_autotune(monkeypatch):
+    monkeypatch.setenv("MYLLM101_COMPILE_AUTOTUNE", "0")
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt"])
+def test_the_compiled_step_equals_the_eager_one(kind, monkeypatch):
+    if kind == "gpt":
+        monkeypatch.setenv("MYLLM101_COMPILE_AUTOTUNE", "0")
+    model = make_gpt(1) if kind == "gpt" else make_llama(1)
+    prompts = prompts_of(3, [5, 2])  # left padding in the second row
+    want = steps(model, prompts, 6)
+    assert_same_steps(steps(model, prompts, 6, compile_step=True), want, "float32")
+    decoder = compiled_decoder(model)
+    # another generation length, the same cache bucket (block_size 24): no recompile
+    compiles = decoder.step._torchdynamo_orig_callable.__code__
+    assert_same_steps(steps(model, prompts, 4, compile_step=True), steps(model, prompts, 4),
+                      "float32")  # fmt: skip
+    assert compiled_decoder(model) is decoder
+    assert decoder.step._torchdynamo_orig_callable.__code__ is compiles
+
+
+def test_a_changed_weight_recompiles(no_autotune):
+    model = make_llama(2)
+    prompts = prompts_of(4, [4])
+    steps(model, prompts, 3, compile_step=True)
+    before = compiled_decoder(model).step
+    with torch.no_grad():
+        model.norm.weight.mul_(-1.5)  # in place: same tensor, new version
+    want = steps(model, prompts, 3)
+    assert_same_steps(steps(model, prompts, 3, compile_step=True), want, "float32")
+    assert compiled_decoder(model).step is not before
+
+
+def test_bf16_compiled_is_no_further_from_fp32_than_eager_bf16(no_autotune):
+    """bf16 weights (8-bit mantissas) move the logits from fp32's by far more than any summation
+    order, so no fixed tolerance against eager bf16 holds; the yardstick is eager bf16's own
+    distance from fp32 on the first decode step (the same prefill and token for all three):
+    the compiled step, which Inductor computes with fp32 intermediates, stays within 2x it."""
+    fp32 = make_llama(5)
+    bf16 = make_llama(5).to(torch.bfloat16)
+    prompts = prompts_of(6, [6])
+    want = steps(fp32, prompts, 2)[1].logits
+    eager = steps(bf16, prompts, 2)[1].logits
+    compiled = steps(bf16, prompts, 2, compile_step=True)[1].logits
+    eager_err = (eager.float() - want).abs().max().item()
+    assert 0 < eager_err < 0.1 * want.abs().max().item()  # bf16 rounding, not a broken model
+    assert (compiled.float() - want).abs().max().item() <= 2 * eager_err
+
+
+def test_models_it_cannot_compile_are_refused():
+    model = quantize(make_llama(0), scheme="int8")
+    with pytest.raises(ValueError, match=r"compile_step: .*Int8Linear.*decode quantized"):
+        steps(model, [[1, 2]], 2, compile_step=True)
+    with pytest.raises(ValueError, match=r"compile_step: .*PackedLinear.*unpack\(model\) first"):
+        steps(prepack_for_inference(make_llama(0)), [[1, 2]], 2, compile_step=True)
+    with pytest.raises(ValueError, match="compile_step: expected a model with a decode_step"):
+        compiled_decoder(torch.nn.Linear(2, 2))
