@@ -84,7 +84,7 @@ def markdown(table: dict[str, list[dict]]) -> str:
         fp32_linear = max((r.get("linear_fp32_mb") or 0.0 for r in rows), default=0.0)
         for r in rows:
             a, b = TEXTS
-            if r["impl"] == "ours-fp32":
+            if r["impl"] in ("ours-fp32", "ours-fp32-compiled"):
                 r = {**r, "linear_mb": fp32_linear or None}
             lines.append(
                 f"| {r['impl']} | {_fmt(r.get('size_mb'), '.1f')} "
@@ -129,7 +129,7 @@ def plot(table: dict[str, list[dict]], path: Path) -> None:
     for row_axes, (model, rows) in zip(axes, table.items()):
         for ax, text in zip(row_axes, TEXTS):
             for r in rows:
-                if r.get(text) is None:
+                if r.get(text) is None or r["impl"].endswith("-compiled"):  # its scheme's point
                     continue
                 ax.scatter(r["size_mb"], r[text], zorder=3)
                 ax.annotate(r["impl"].removeprefix("ours-"), (r["size_mb"], r[text]),

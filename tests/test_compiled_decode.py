@@ -18,6 +18,7 @@ Two separate claims, tested separately:
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import pytest
 import torch
@@ -28,6 +29,8 @@ from myllm101.fast import compiled_decode
 from myllm101.fast.compiled_decode import BUCKET, cache_slots, compiled_decoder
 from myllm101.fast.generate import generation_steps
 from myllm101.fast.gpt import GPT
+from myllm101.fast.int4 import Int4Linear
+from myllm101.fast.int8 import Int8Linear
 from myllm101.fast.prepack import prepack_for_inference
 from myllm101.prune.structured import remove_heads
 from myllm101.quant.quantize import quantize
@@ -139,9 +142,27 @@ def test_bf16_compiled_is_no_further_from_fp32_than_eager_bf16(no_autotune):
     assert (compiled.float() - want).abs().max().item() <= 2 * eager_err
 
 
+@pytest.mark.parametrize("scheme", ["int8", "w8a8"])
+def test_int8_models_compile_around_their_packed_kernels(scheme, monkeypatch):
+    """Each Int8Linear runs its packed CPU kernel as one opaque op (fast/int8.py's
+    int8_linear_packed_op): the same sums as eager, the ops around it fused, so float32 rounding
+    (TOL["float32"]) and identical greedy tokens; a deep copy gets handles of its own."""
+    monkeypatch.setenv("MYLLM101_COMPILE_AUTOTUNE", "0")  # no float GEMMs left to tune
+    model = quantize(make_llama(3), scheme=scheme)
+    prompts = prompts_of(5, [5, 3])
+    want = steps(model, prompts, 5)
+    assert_same_steps(steps(model, prompts, 5, compile_step=True), want, "float32")
+    linears = [m for m in model.modules() if type(m) is Int8Linear]
+    handles = {m._compile_handle for m in linears}
+    assert None not in handles and len(handles) == len(linears)
+    twin = copy.deepcopy(model)
+    assert all(m._compile_handle is None for m in twin.modules() if type(m) is Int8Linear)
+
+
 def test_models_it_cannot_compile_are_refused():
-    model = quantize(make_llama(0), scheme="int8")
-    with pytest.raises(ValueError, match=r"compile_step: .*Int8Linear.*decode quantized"):
+    model = make_llama(0)
+    model.layers[0].mlp.extra = Int4Linear.from_linear(torch.nn.Linear(32, 8), group_size=32)
+    with pytest.raises(ValueError, match=r"compile_step: .*Int4Linear.*decode quantized"):
         steps(model, [[1, 2]], 2, compile_step=True)
     with pytest.raises(ValueError, match=r"compile_step: .*PackedLinear.*unpack\(model\) first"):
         steps(prepack_for_inference(make_llama(0)), [[1, 2]], 2, compile_step=True)

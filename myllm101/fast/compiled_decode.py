@@ -35,11 +35,14 @@ Costs, so it is opt-in:
   per ``generate`` and recompiles when one changed (a training step, ``load_state_dict``);
 - the packed copy of the weights is held beside the model's own (memory x2).
 
-Float models only. A quantized layer's fbgemm packed weights (fast/int8.py, fast/int4.py) are
-opaque objects that split the graph at every Linear: the int8 SmolLM2 decoded at 27 tokens/s
-compiled against 57 eager, so they are refused with that reason. A ``fast/prepack.py`` model is
-refused too: its oneDNN weights compile, but cannot be autotuned (31 against 47 tokens/s);
-``unpack`` it first.
+Float and 8-bit models. An Int8Linear's fbgemm packed weight is a Python object a graph cannot
+hold; traced as it is, the layer took its generic path, which freezing turned into float32
+weights (SmolLM2 int8: 27 tokens/s compiled against 57 eager). So ``register_for_compile``
+(fast/int8.py) gives each one a handle first, and the graph calls its packed kernel as one
+opaque custom op, the small ops around it fused: SmolLM2 int8 weight-only 63-67 tokens/s against
+50-54 eager, w8a8 49 against 40 (same tokens). int4 layers are refused (their packed kernel has
+no such op yet). A ``fast/prepack.py`` model is refused too: its oneDNN weights compile, but
+cannot be autotuned (31 against 47 tokens/s); ``unpack`` it first.
 """
 
 from __future__ import annotations
@@ -54,11 +57,11 @@ import torch
 from torch import nn
 
 from myllm101.fast.int4 import Int4Linear
-from myllm101.fast.int8 import Int8Embedding, Int8Linear
+from myllm101.fast.int8 import register_for_compile
 from myllm101.fast.prepack import PackedLinear
 
 BUCKET = 256  # cache slots are allocated in multiples of this many (see the module docstring)
-_QUANTIZED = (Int8Linear, Int8Embedding, Int4Linear)
+_QUANTIZED = (Int4Linear,)
 _COMPILES = itertools.count()
 
 
@@ -131,7 +134,7 @@ def _dense(x: torch.Tensor) -> torch.Tensor:
 
 
 def _weights_version(model: nn.Module) -> tuple:
-    """What a frozen graph depends on: each parameter's and buffer's storage and version."""
+    """What a frozen graph depends on: each parameter's and buffer's identity and version."""
     tensors = [*model.parameters(), *model.buffers()]
     return tuple((id(t), t._version) for t in tensors)
 
@@ -182,6 +185,7 @@ class CompiledDecoder:
         """Recompile if any weight changed since the last compile (frozen weights are baked in),
         or MYLLM101_COMPILE_AUTOTUNE did."""
         model = self.model()
+        register_for_compile(model)  # its Int8Linears' packed kernels, as opaque ops
         self.autotune = os.environ.get("MYLLM101_COMPILE_AUTOTUNE", "1") != "0"
         version = (_weights_version(model), self.autotune)
         if version != self.version:

@@ -479,7 +479,7 @@ def generate(
         model has one (fast/llama.py: the same logits, less work per step); False: through
         ``model(...)`` with the cache, like every other step (for comparison).
     compile_step: decode through ``torch.compile`` of that step on a static cache
-        (fast/compiled_decode.py: float models only; the first call compiles, tens of seconds).
+        (fast/compiled_decode.py: float and 8-bit models; the first call compiles, ~1 min).
     The prompt plus max_new_tokens must fit the model's block_size.
     """
     kw = dict(
