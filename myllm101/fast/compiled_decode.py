@@ -39,9 +39,11 @@ Float and 8-bit models. An Int8Linear's fbgemm packed weight is a Python object 
 hold; traced as it is, the layer took its generic path, which freezing turned into float32
 weights (SmolLM2 int8: 27 tokens/s compiled against 57 eager). So ``register_for_compile``
 (fast/int8.py) gives each one a handle first, and the graph calls its packed kernel as one
-opaque custom op, the small ops around it fused: SmolLM2 int8 weight-only 63-67 tokens/s against
-50-54 eager, w8a8 49 against 40 (same tokens). int4 layers are refused (their packed kernel has
-no such op yet). A ``fast/prepack.py`` model is refused too: its oneDNN weights compile, but
+opaque custom op, the small ops around it fused (same tokens). On SmolLM2 int8 weight-only
+that gains little and not reliably (42-63 tokens/s compiled against ~48 eager, from run to run on
+this VM; README): the packed GEMMs take ~10 ms of a step at 2 bytes per weight, the custom op
+adds ~10 us a call to the eager kernel's Python (121 calls a token), and there is no GEMM left to
+autotune. int4 layers are refused (their packed kernel has no such op yet). A ``fast/prepack.py`` model is refused too: its oneDNN weights compile, but
 cannot be autotuned (31 against 47 tokens/s); ``unpack`` it first.
 """
 
