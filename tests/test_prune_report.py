@@ -97,3 +97,24 @@ def test_committed_prune_md_is_what_its_committed_raw_file_renders(tmp_path):
     results = prune_report.RESULTS
     prune_report.main([str(results / "prune_eval.raw.json"), "--out", str(tmp_path)])
     assert (tmp_path / "PRUNE.md").read_text() == (results / "PRUNE.md").read_text()
+
+
+def test_the_structured_target_is_judged_on_the_alternating_timing(monkeypatch):
+    from benchmarks import prune_table
+
+    results = _table(True, 20.0)  # structured-25 at 1.30x in the in-turn timing
+    calls = []
+
+    def fake(specs, rounds):
+        calls.append((specs, rounds))
+        return {"base": 0.5, "runs/pruned/x/structured-25": 0.5 / 1.1}
+
+    monkeypatch.setattr(prune_table, "alternating_prefill", fake)
+    prune_table.add_alternating(results, 7)
+    assert calls == [(["base", "runs/pruned/x/structured-25"], 7)]  # the base and structured only
+    timed = [r for r in results if "prefill_alternating" in r]
+    assert [r["model"] for r in timed] == ["runs/pruned/x/structured-25"]
+    assert abs(timed[0]["prefill_alternating"]["ratio"] - 1.1) < 1e-12
+    md = prune_report.markdown({"smollm2": results})
+    assert "prefill >= 1.2x: **missed** (1.10x: 455 ms against 500, median of 7 rounds" in md
+    assert "1.30x in the table, timed in turn" in md
