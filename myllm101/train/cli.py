@@ -115,11 +115,13 @@ def check_sample_args(n_tokens: int, temperature: float, top_k: int | None,
 
 
 def sample_text(model, tokenizer, prompt: str, n_tokens: int, temperature: float, top_k: int,
-                seed: int = 0, truncate: str = "none", quiet: bool = False) -> str:  # fmt: skip
+                seed: int = 0, truncate: str = "none", quiet: bool = False,
+                compile_step: bool = False) -> str:  # fmt: skip
     """Continue ``prompt`` by exactly ``n_tokens`` tokens (KV-cache sampling, fast/generate.py);
     decoded text. Prompt + n_tokens must fit the model's block_size, else a ValueError, unless
     ``truncate="left"``: then the prompt's first tokens are dropped, with a warning on stderr
-    (not when ``quiet``)."""
+    (not when ``quiet``). compile_step: decode through torch.compile (fast/compiled_decode.py:
+    the same logits to float32 rounding, so a sampled token may rarely differ from eager's)."""
     from myllm101.fast.generate import generate
 
     check_sample_args(n_tokens, temperature, top_k)
@@ -146,7 +148,8 @@ def sample_text(model, tokenizer, prompt: str, n_tokens: int, temperature: float
     was_training = model.training
     model.eval()
     try:
-        out = generate(model, ids, n_tokens, temperature=temperature, top_k=top_k, seed=seed)
+        out = generate(model, ids, n_tokens, temperature=temperature, top_k=top_k, seed=seed,
+                       compile_step=compile_step)  # fmt: skip
     finally:
         model.train(was_training)
     return tokenizer.decode(out if prompt else out[len(ids) :])  # (not the <|endoftext|> start)
@@ -178,7 +181,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     texts = []  # every sample first: an error (prompt too long) prints no partial output
     for i in range(args.num_samples):
         texts.append(sample_text(model, tok, args.prompt, n_tokens, args.temperature,
-                                 args.top_k, args.seed + i, args.truncate, quiet=i > 0))  # fmt: skip
+                                 args.top_k, args.seed + i, args.truncate, quiet=i > 0,
+                                 compile_step=args.compile))  # fmt: skip
     for text in texts:
         print(text)
         print("---")
@@ -213,6 +217,9 @@ def add_subparsers(sub) -> None:
     p.add_argument("--truncate", choices=["none", "left"], default="none",
                    help="prompt + --tokens beyond the model's context: an error (none), or cut "
                         "the prompt from the left, with a warning (left)")  # fmt: skip
+    p.add_argument("--compile", action="store_true",
+                   help="decode through torch.compile of the decode step (faster tokens after a "
+                        "one-off compile of seconds to a minute; fast/compiled_decode.py)")  # fmt: skip
     p.set_defaults(func=guarded(cmd_sample))
 
 
