@@ -106,7 +106,8 @@ def test_the_compiled_step_equals_the_eager_one(kind, monkeypatch):
     prompts = prompts_of(3, [5, 2])  # left padding in the second row
     want = steps(model, prompts, 6)
     assert_same_steps(steps(model, prompts, 6, compile_step=True), want, "float32")
-    decoder, step = compiled_decoder(model), compiled_decoder(model).step
+    decoder = compiled_decoder(model)
+    step = decoder.step
     # another generation length, the same cache bucket (block_size 24): no new graph
     graphs = counters["stats"]["unique_graphs"]
     assert_same_steps(steps(model, prompts, 4, compile_step=True), steps(model, prompts, 4),
