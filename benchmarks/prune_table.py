@@ -185,8 +185,9 @@ def add_alternating(results: list[dict], rounds: int) -> None:
           flush=True)  # fmt: skip
     med = alternating_prefill([base, *(r["model"] for r in structured)], rounds)
     for r in structured:
-        r["prefill_alternating"] = {"ratio": med[base] / med[r["model"]], "rounds": rounds,
-                                    "ms": med[r["model"]] * 1e3, "base_ms": med[base] * 1e3}  # fmt: skip
+        ms, base_ms = med[r["model"]] * 1e3, med[base] * 1e3
+        r["prefill_alternating"] = {"ratio": base_ms / ms, "rounds": rounds, "ms": ms,
+                                    "base_ms": base_ms}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -202,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--alternating-rounds", type=int, default=15,
                    help="rounds of the structured rows' alternating prefill timing")  # fmt: skip
     p.add_argument("--alternating-only", action="store_true",
-                   help="only (re)time the structured rows alternately, on the existing --json")  # fmt: skip
+                   help="only (re)time the structured rows alternately, on the existing "
+                        "--json")  # fmt: skip
     args = p.parse_args(argv)
     bases = [b.strip() for b in args.bases.split(",") if b.strip()]
     unknown = [b for b in bases if b not in BASES]

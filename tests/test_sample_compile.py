@@ -20,5 +20,5 @@ def test_sample_compile_prints_the_eager_text(sample_run, capsys, monkeypatch): 
     monkeypatch.setattr(generate, "compiled_decoder", lambda m: compiled.append(m) or real(m))
     assert main([*args, "--compile"]) == 0
     assert capsys.readouterr().out == eager
-    assert len(compiled) == 2  # one per sample, the same model's decoder
+    assert len(compiled) == 2  # one per sample, both of the one model sample loaded
     assert compiled[0] is compiled[1]

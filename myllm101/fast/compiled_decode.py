@@ -43,7 +43,8 @@ opaque custom op, the small ops around it fused (same tokens). On SmolLM2 int8 w
 that gains little and not reliably (42-63 tokens/s compiled against ~48 eager, from run to run on
 this VM; README): the packed GEMMs take ~10 ms of a step at 2 bytes per weight, the custom op
 adds ~10 us a call to the eager kernel's Python (121 calls a token), and there is no GEMM left to
-autotune. int4 layers are refused (their packed kernel has no such op yet). A ``fast/prepack.py`` model is refused too: its oneDNN weights compile, but
+autotune. int4 layers are refused (their packed kernel has no such op yet). A
+``fast/prepack.py`` model is refused too: its oneDNN weights compile, but
 cannot be autotuned (31 against 47 tokens/s); ``unpack`` it first.
 """
 

@@ -219,7 +219,8 @@ def add_subparsers(sub) -> None:
                         "the prompt from the left, with a warning (left)")  # fmt: skip
     p.add_argument("--compile", action="store_true",
                    help="decode through torch.compile of the decode step (faster tokens after a "
-                        "one-off compile of seconds to a minute; fast/compiled_decode.py)")  # fmt: skip
+                        "one-off compile of seconds to a minute; "
+                        "fast/compiled_decode.py)")  # fmt: skip
     p.set_defaults(func=guarded(cmd_sample))
 
 
