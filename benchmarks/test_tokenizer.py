@@ -225,12 +225,14 @@ def test_train(benchmark, size, vocab, impl):
         "hf-2t": lambda: hf_train(text, vocab, threads=2),
     }[impl]
     benchmark.group = f"train {size}"
-    reached = run_once(benchmark, train, rounds=1)
+    target = size == "full" and vocab == 32768
+    # the rows a target compares run 3 times (median): one round swings +-15% on this VM
+    reached = run_once(benchmark, train, rounds=3 if target and "-" in impl else 1)
     benchmark.extra_info.update(
         bench="train", impl=impl, size=size, bytes=len(text.encode()), vocab=vocab,
         reached=reached, merges=reached - 256,
     )  # fmt: skip
-    if size == "full" and vocab == 32768:
+    if target:
         add_target(benchmark, "train", impl)
 
 

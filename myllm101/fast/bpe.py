@@ -343,6 +343,9 @@ def _worker_encode(text: str, allowed_special, disallowed_special) -> list[int]:
 # characters of text from which training counts words in several processes: counting runs at
 # ~15 MB/s, starting a process costs ~0.1 s, so halving the count pays from a few MB on
 PARALLEL_FROM = 4 << 20
+# characters more that this process counts than each fresh one: a fresh process needs ~0.06 s to
+# start and to send its Counter back, the time this one takes to count about 1 MB
+HEAD_START = 1 << 20
 
 
 def default_workers() -> int:
@@ -351,17 +354,20 @@ def default_workers() -> int:
     return min(os.cpu_count() or 1, 4)
 
 
-def _shares(parts: list[str], pattern: str, n: int) -> list[list[str]]:
-    """``parts`` regrouped into at most n lists of about equal length; a long part is cut only
-    where the pattern cannot match across (``_last_safe_cut``; with other patterns it stays whole),
-    so the pieces of the shares are the pieces of the parts."""
+def _shares(parts: list[str], pattern: str, n: int, head_start: int = 0) -> list[list[str]]:
+    """``parts`` regrouped into at most n lists, the first ``head_start`` characters longer than
+    each of the others (which are about equal); a long part is cut only where the pattern cannot
+    match across (``_last_safe_cut``; with other patterns it stays whole), so the pieces of the
+    shares are the pieces of the parts."""
     can_cut = pattern in _SAFE_CUT_PATTERNS
-    target = sum(map(len, parts)) // n + 1
+    total = sum(map(len, parts))
+    rest = max(total - head_start, 0) // n + 1  # what each share but the first holds
+    targets = [total - rest * (n - 1)] + [rest] * (n - 1)
     shares: list[list[str]] = [[]]
     size = 0
     for part in parts:
-        while can_cut and len(shares) < n and size + len(part) > target:
-            cut = _last_safe_cut(part[: target - size])
+        while can_cut and len(shares) < n and size + len(part) > targets[len(shares) - 1]:
+            cut = _last_safe_cut(part[: targets[len(shares) - 1] - size])
             if cut == 0:  # no cut in reach: the part stays whole
                 break
             shares[-1].append(part[:cut])
@@ -369,7 +375,7 @@ def _shares(parts: list[str], pattern: str, n: int) -> list[list[str]]:
             part, size = part[cut:], 0
         shares[-1].append(part)
         size += len(part)
-        if size >= target and len(shares) < n:
+        if size >= targets[len(shares) - 1] and len(shares) < n:
             shares.append([])
             size = 0
     return [share for share in shares if share]
@@ -379,7 +385,7 @@ def _count_pieces_in(parts: list[str], pattern: str, workers: int) -> Counter:
     """Counter(pieces of all parts); for a big text in ``workers`` processes: this one counts one
     share while fresh ones count the others (``count_pieces_elsewhere``)."""
     big = workers > 1 and sum(map(len, parts)) >= PARALLEL_FROM
-    shares = _shares(parts, pattern, workers) if big else [parts]
+    shares = _shares(parts, pattern, workers, HEAD_START) if big else [parts]
     others = [count_pieces_elsewhere(pattern, share) for share in shares[1:]]
     counts = count_pieces(pattern, shares[0])
     for other in others:

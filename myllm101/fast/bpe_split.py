@@ -14,12 +14,14 @@ every BMP character in many contexts (tests/test_bpe_fast_paths.py).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import pickle
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -138,24 +140,39 @@ def count_pieces_elsewhere(pattern: str, texts: list[str]) -> Callable[[], Count
     ``__main__`` guard, or code read from stdin, would break that).
     """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    err = tempfile.TemporaryFile()  # a file, not a pipe: a long traceback can never block it
     worker = subprocess.Popen(
         [sys.executable, "-m", __name__],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=err,
         env=env,
     )
-    done: dict[str, bytes] = {}
     data = pickle.dumps((pattern, texts), protocol=pickle.HIGHEST_PROTOCOL)
-    # a thread feeds and drains the pipes (it waits on I/O without the GIL) while we count too
-    io = threading.Thread(target=lambda: done.update(zip(("out", "err"), worker.communicate(data))))
+    done: dict[str, bytes] = {}
+
+    def feed_and_read() -> None:
+        # one blocking write of the whole input, then one read of the whole output: each call
+        # waits without the GIL from start to end. (``communicate`` writes 4 KB at a time and
+        # needs the GIL back after each write. While this process counts, each wait could take a
+        # switch interval, so the worker got its input only after our own count had finished.)
+        with contextlib.suppress(BrokenPipeError):  # died early: its exit code and stderr tell
+            worker.stdin.write(data)
+        with contextlib.suppress(BrokenPipeError):
+            worker.stdin.close()
+        done["out"] = worker.stdout.read()
+        worker.wait()
+
+    io = threading.Thread(target=feed_and_read)
     io.start()
 
     def result() -> Counter:
         io.join()
+        with err:
+            err.seek(0)
+            tail = err.read().decode(errors="replace")[-2000:]
         if worker.returncode != 0:
-            err = done.get("err", b"").decode(errors="replace")[-2000:]
-            raise RuntimeError(f"word-counting process failed (exit {worker.returncode}):\n{err}")
+            raise RuntimeError(f"word-counting process failed (exit {worker.returncode}):\n{tail}")
         return pickle.loads(done["out"])
 
     return result
