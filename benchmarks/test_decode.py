@@ -21,7 +21,7 @@ A decoding step reads every weight once for one token, so a step can take no les
   ``fast.prepack.prepack_for_inference``: float32 still, equal to float32 rounding),
   ``ours-fp32-compiled`` (the fused model decoding through ``generate(compile_step=True)``:
   torch.compile of the lean step on a static cache, Inductor freezing + GEMM autotuning,
-  fast/compiled_decode.py; compiled and autotuned in the untimed warm-up, ~70 s). The rows
+  fast/compiled_decode.py; compiled and autotuned in the untimed warm-up, ~80 s). The rows
   alternate: before each timed round of one row, one untimed round of every other row runs
   (pytest-benchmark's ``setup``), so all rows are measured through the same minutes of a shared
   machine. Each row records ``bound_tokens_per_s`` and its ``percent_of_bound``.

@@ -16,10 +16,12 @@ Models:
 
 Speed rows of ours-fp32, ours-int8 and ours-w8a8 run the model with fused q/k/v and gate/up
 projections (``fast.fuse.fused_copy``; int4 modules do not fuse); perplexities use the model as loaded.
-The ``-compiled`` decode rows (full size only: each compiles for ~30-70 s in its warm-up) run the
-same fused model through ``generate(compile_step=True)`` (fast/compiled_decode.py; an Int8Linear
-runs its packed kernel as one opaque op inside the graph); their accuracy columns are their
-scheme's.
+The ``-compiled`` decode rows (full size only: each compiles for ~30-80 s in its warm-up) run the
+same model through ``generate(compile_step=True)`` (fast/compiled_decode.py: a weight-only
+Int8Linear runs an Inductor-generated GEMM on bf16-rounded activations at 1 byte per weight, a
+w8a8 one its packed kernel as one opaque op, an Int4Linear torch's int4pack kernel); their
+accuracy columns are their scheme's as evaluated eagerly, and ``same_tokens_as_eager`` records
+whether the compiled step's greedy tokens equal the eager model's.
 An 8-bit SmolLM2 quantizes its LM head too (tied: the embedding shares its int8 codes), as
 torch.ao's dynamic int8 does.
 
@@ -210,7 +212,8 @@ def _peer(impl: str):
     return quantize_dynamic(hf, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-COMPILED = ("ours-fp32-compiled", "ours-int8-compiled", "ours-w8a8-compiled")  # full size only
+COMPILED = ("ours-fp32-compiled", "ours-int8-compiled", "ours-w8a8-compiled",
+            "ours-int4-g64-compiled")  # full size only  # fmt: skip
 
 
 def ours(size: str, name: str) -> tuple[str, ...]:
@@ -244,6 +247,8 @@ def test_decode(benchmark, tmp_models, size, name, impl):
         model = fused_copy(quantized(name, size, scheme, tmp_models)[0])
         compiled = impl.endswith("-compiled")  # the warm-up compiles (fast/compiled_decode.py)
         run = lambda: generate(model, prompt, n_new, temperature=0, compile_step=compiled)  # noqa: E731
+        if compiled:
+            eager = generate(model, prompt, n_new, temperature=0)
     else:
         model = _peer(impl)
         ids = torch.tensor([prompt])
@@ -253,7 +258,11 @@ def test_decode(benchmark, tmp_models, size, name, impl):
                                   max_new_tokens=n_new, min_new_tokens=n_new)  # fmt: skip
 
     run = torch.inference_mode()(run)
-    run()  # warm-up
+    out = run()  # warm-up
+    if impl.endswith("-compiled"):
+        info_tokens = dict(same_tokens_as_eager=list(out) == list(eager))
+    else:
+        info_tokens = {}
     peak = peak_torch_mb(run)
     benchmark.group = _group(f"{name} decode", size)
     benchmark.pedantic(run, rounds=rounds, iterations=1)
@@ -262,7 +271,7 @@ def test_decode(benchmark, tmp_models, size, name, impl):
         component="quant-decode", size=size or "full", impl=impl, model=name,
         mode="greedy, KV cache, batch 1", shape=f"prompt=16 new={n_new} L={cfg.n_layer} C={cfg.n_embd}{_trained(name, size)}",
         baseline=impl == BASELINE[name], count=n_new, unit="tokens", peak_mb=peak,
-        target=DECODE_TARGET, **info,
+        target=DECODE_TARGET, **info, **info_tokens,
         goals=[dict(impls=["ours-int8", "ours-int8-compiled"], metric="ratio", op=">=", value=1.0),
                dict(impls=["ours-int8", "ours-int8-compiled"], metric="per_s", op=">=",
                     value=100.0)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -31,13 +32,14 @@ from myllm101.fast.compiled_decode import BUCKET, cache_slots, compiled_decoder
 from myllm101.fast.generate import generation_steps
 from myllm101.fast.gpt import GPT
 from myllm101.fast.int4 import Int4Linear
-from myllm101.fast.int8 import Int8Linear
+from myllm101.fast.int8 import BF16_ACTIVATIONS, Int8Linear
+from myllm101.fast.llama import Llama
 from myllm101.fast.prepack import prepack_for_inference
 from myllm101.prune.structured import remove_heads
 from myllm101.quant.quantize import quantize
 from parity_tests.helpers import TOL, TORCH_DTYPE, assert_close, examples, seeds
 from parity_tests.test_generate import gpt_cfg, randomize_
-from tests.test_fast_decode import make_llama, prompts_of
+from tests.test_fast_decode import llama_cfg, make_llama, prompts_of
 
 
 def make_gpt(seed: int = 0, dtype=torch.float32) -> GPT:
@@ -161,11 +163,63 @@ def test_int8_models_compile_around_their_packed_kernels(scheme, monkeypatch):
     assert all(m._compile_handle is None for m in twin.modules() if type(m) is Int8Linear)
 
 
+def test_int8_weight_only_compiles_to_bf16_activations_when_autotuning():
+    """With autotuning on (generate's default), a weight-only Int8Linear whose width is a multiple
+    of 16 runs fast/int8.py's int8_linear_bf16_activations in the graph (1 byte per weight), the
+    others (this model's o_proj) their packed kernel. Its bf16 roundings (2**-9 relative, on the
+    activations and on each sum) are far above float32's, so the yardstick is a tolerance, not
+    TOL: the first compiled step's logits within 2% of the largest (~3 roundings a layer, 2
+    layers and the head; observed 0.6%), and away from eager by more than float32 reordering
+    would be (the path did run)."""
+    torch.manual_seed(3)
+    cfg = replace(llama_cfg(), n_embd=48, intermediate_size=64)  # widths % 16 == 0
+    model = Llama(cfg).eval()
+    randomize_(model, 3)
+    model = quantize(model, scheme="int8")
+    prompts = prompts_of(5, [5, 3])
+    want = steps(model, prompts, 2)[1].logits
+    got = steps(model, prompts, 2, compile_step=True)[1].logits
+    linears = [m for m in model.modules() if type(m) is Int8Linear]
+    bf16 = [m._compile_kernel == BF16_ACTIVATIONS for m in linears]
+    assert bf16 == [m.in_features % 16 == 0 for m in linears]
+    assert any(bf16) and not all(bf16)  # o_proj's width is 24: both paths in one graph
+    err = (got - want).abs().max().item()
+    print(f"compiled vs eager: {err / want.abs().max().item():.2e} of the largest logit")
+    assert 1e-5 * want.abs().max().item() < err < 0.02 * want.abs().max().item()
+    # the switches that turn it off (registration happens on refresh; nothing compiles here)
+    for env in ("MYLLM101_COMPILE_INT8_BF16", "MYLLM101_COMPILE_AUTOTUNE"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(env, "0")
+            compiled_decoder(model)
+            assert not any(m._compile_kernel == BF16_ACTIVATIONS for m in linears), env
+
+
+def test_int4_models_compile_to_int4pack():
+    """int4-g32 layers run torch's int4pack kernel inside the graph, its layout folded to a
+    constant (fast/int4.py's register_for_compile), which autotuning turns into Inductor's int4
+    C++ GEMM. Both it and eager's ATen kernel round the activations and each sum to bf16
+    (2**-9 relative), in their own orders, so no float32 tolerance holds between them: the first
+    compiled step's logits (same prefill, same input token) within 3% of the largest (observed
+    1.1% on these random weights; a wrong scale or layout is off by far more)."""
+    torch.manual_seed(4)
+    cfg = replace(llama_cfg(), n_embd=64, intermediate_size=64, n_head=8, head_dim=8)
+    model = Llama(cfg).eval()
+    randomize_(model, 4)
+    model = quantize(model, scheme="int4-g32")
+    linears = [m for m in model.modules() if type(m) is Int4Linear]
+    assert linears and all(
+        m.cpu_kernel(torch.zeros(1, m.in_features)) == "int4pack" for m in linears
+    )
+    prompts = prompts_of(6, [5, 3])
+    want = steps(model, prompts, 2)[1].logits
+    got = steps(model, prompts, 2, compile_step=True)[1].logits
+    assert all(m._compile_int4pack for m in linears)
+    err = (got - want).abs().max().item()
+    print(f"compiled vs eager: {err / want.abs().max().item():.2e} of the largest logit")
+    assert err < 0.03 * want.abs().max().item()
+
+
 def test_models_it_cannot_compile_are_refused():
-    model = make_llama(0)
-    model.layers[0].mlp.extra = Int4Linear.from_linear(torch.nn.Linear(32, 8), group_size=32)
-    with pytest.raises(ValueError, match=r"compile_step: .*Int4Linear.*decode quantized"):
-        steps(model, [[1, 2]], 2, compile_step=True)
     with pytest.raises(ValueError, match=r"compile_step: .*PackedLinear.*unpack\(model\) first"):
         steps(prepack_for_inference(make_llama(0)), [[1, 2]], 2, compile_step=True)
     with pytest.raises(ValueError, match="compile_step: expected a model with a decode_step"):

@@ -12,40 +12,52 @@ every step runs the same graph. The cache length is rounded up to a multiple of 
 (capped at the model's block_size), so prompts and ``max_new_tokens`` of similar sizes share a
 graph; the extra slots cost one masked dot product each.
 
-Why freezing and autotuning (Inductor's ``freezing`` and ``max_autotune``): freezing treats the
-weights as constants, so each Linear's weight is packed once for the GEMM that runs it, and the
-layers' small ops fuse around the GEMMs; autotuning times, per GEMM shape, Inductor's C++ GEMM
-template (vectorised micro-kernels generated for that shape) against the library GEMM and keeps
-the faster. Measured on SmolLM2-135M fp32, 64 tokens after a 16-token prompt, through
-``generate`` (2-core AMD EPYC, AVX-512; one process, runs alternating):
+Why freezing, autotuning and the C++ wrapper (Inductor's ``freezing``, ``max_autotune`` and
+``cpp_wrapper``): freezing treats the weights as constants, so each Linear's weight is packed once
+for the GEMM that runs it, and the layers' small ops fuse around the GEMMs; autotuning times, per
+GEMM shape, Inductor's C++ GEMM template (vectorised micro-kernels generated for that shape)
+against the library GEMM and keeps the faster; the C++ wrapper calls the step's few hundred
+kernels from compiled C++ instead of Python, which saved ~3-5 ms of a ~21 ms fp32 step. Measured
+on SmolLM2-135M fp32, 64 tokens after a 16-token prompt, through ``generate`` (2-core AMD EPYC,
+AVX-512; one process, runs alternating; the VM's speed moves by 10-20% from hour to hour):
 
     eager decode_step, fused projections          18-19 tokens/s
     compiled, freezing only (MKL's packed GEMM)    27-28
     compiled over fast/prepack.py's oneDNN weights 30-31
-    compiled, freezing + autotune                  44-47   (tokens identical to eager)
-    the same in bf16 weights: eager 32, compiled   64
+    compiled, freezing + autotune                  42-47   (tokens identical to eager)
+    the same with the C++ wrapper                  55-58   (tokens identical to eager)
+    bf16 weights: eager 32, compiled (no C++ wrapper) 64
 
 benchmarks/test_decode.py has the same-run rows against transformers and the bandwidth bound.
 
 Costs, so it is opt-in:
-- the first step compiles and autotunes (~70 s for SmolLM2 on 2 cores, ~20 s for a tiny model),
-  and again for each new (batch size, cache bucket); ``MYLLM101_COMPILE_AUTOTUNE=0`` skips the
-  autotuning (compiles in about half the time, decodes at the freezing-only speed);
+- the first step compiles and autotunes (~80 s for SmolLM2 on 2 cores, ~20-40 s for a tiny
+  model), and again for each new (batch size, cache bucket); ``MYLLM101_COMPILE_AUTOTUNE=0`` skips
+  the autotuning (compiles in about half the time, decodes at the freezing-only speed), and
+  ``MYLLM101_COMPILE_CPP_WRAPPER=0`` keeps Inductor's Python wrapper;
 - frozen weights are baked in: the decoder checks every parameter's and buffer's version once
   per ``generate`` and recompiles when one changed (a training step, ``load_state_dict``);
 - the packed copy of the weights is held beside the model's own (memory x2).
 
-Float and 8-bit models. An Int8Linear's fbgemm packed weight is a Python object a graph cannot
-hold; traced as it is, the layer took its generic path, which freezing turned into float32
-weights (SmolLM2 int8: 27 tokens/s compiled against 57 eager). So ``register_for_compile``
-(fast/int8.py) gives each one a handle first, and the graph calls its packed kernel as one
-opaque custom op, the small ops around it fused (same tokens). On SmolLM2 int8 weight-only
-that gains little and not reliably (42-63 tokens/s compiled against ~48 eager, from run to run on
-this VM; README): the packed GEMMs take ~10 ms of a step at 2 bytes per weight, the custom op
-adds ~10 us a call to the eager kernel's Python (121 calls a token), and there is no GEMM left to
-autotune. int4 layers are refused (their packed kernel has no such op yet). A
-``fast/prepack.py`` model is refused too: its oneDNN weights compile, but
-cannot be autotuned (31 against 47 tokens/s); ``unpack`` it first.
+8-bit models. An Int8Linear's fbgemm packed weight is a Python object a graph cannot hold;
+traced as it is, the layer took its generic path, which freezing turned into float32 weights
+(SmolLM2 int8: 27 tokens/s compiled against 57 eager). ``register_for_compile`` (fast/int8.py)
+therefore chooses, per layer, what the graph runs:
+- weight-only layers, when autotuning (the default) and the width is a multiple of 16:
+  ``int8_linear_bf16_activations``, ``torch._weight_int8pack_mm`` on activations rounded to
+  bf16, which autotuning replaces by a C++ GEMM reading the int8 codes at 1 byte per weight
+  (fbgemm's kernel reads a 2-byte fp16 copy). SmolLM2 int8 then decodes at 87-90 tokens/s, 97-119
+  with the C++ wrapper, against ~48 eager; the greedy tokens of a 64-token test equalled eager's,
+  but the two bf16 roundings per layer (2**-9 relative) are a different computation from eager's
+  float32 activations, so no test asserts equal tokens. ``MYLLM101_COMPILE_INT8_BF16=0`` keeps
+  the float32 activations (next point);
+- the others (w8a8, and weight-only without autotuning): the packed fbgemm kernel as one opaque
+  custom op given a handle, the small ops around it fused (same tokens as eager, and not
+  reliably faster: 42-63 tokens/s for SmolLM2 weight-only; the custom op adds ~10 us a call).
+int4 layers (fast/int4.py's ``register_for_compile``) run torch's int4pack kernel in the graph,
+its layout built there from the buffers and folded to a constant by freezing; autotuning turns it
+into Inductor's int4 weight-only C++ GEMM. A ``fast/prepack.py`` model is refused: its oneDNN
+weights compile, but cannot be autotuned (31 against 47 tokens/s); ``unpack`` it first.
 """
 
 from __future__ import annotations
@@ -59,12 +71,10 @@ import weakref
 import torch
 from torch import nn
 
-from myllm101.fast.int4 import Int4Linear
-from myllm101.fast.int8 import register_for_compile
+from myllm101.fast import int4, int8
 from myllm101.fast.prepack import PackedLinear
 
 BUCKET = 256  # cache slots are allocated in multiples of this many (see the module docstring)
-_QUANTIZED = (Int4Linear,)
 _COMPILES = itertools.count()
 
 
@@ -143,7 +153,7 @@ def _weights_version(model: nn.Module) -> tuple:
 
 
 def check_compilable(model: nn.Module) -> None:
-    """Refuse what the compiled step cannot run well: no decode_step, or a packed layer."""
+    """Refuse what the compiled step cannot run well: no decode_step, or a PackedLinear."""
     if not hasattr(model, "decode_step"):
         raise ValueError(
             f"compile_step: expected a model with a decode_step (fast GPT or Llama), "
@@ -155,12 +165,6 @@ def check_compilable(model: nn.Module) -> None:
                 f"compile_step: {name} is a PackedLinear (fast/prepack.py), which the compiled "
                 "step cannot autotune (slower than compiling the float weights); unpack(model) "
                 "first: compiling packs the weights itself"
-            )
-        if isinstance(module, _QUANTIZED):
-            raise ValueError(
-                f"compile_step: {name} is a {type(module).__name__}, whose packed weights split "
-                "the compiled graph at every layer (slower than eager); compile float models "
-                "only, and decode quantized ones eagerly"
             )
 
 
@@ -182,15 +186,18 @@ class CompiledDecoder:
         self.model = weakref.ref(model)  # the registry below must not keep the model alive
         self.version: tuple | None = None
         self.step = None
-        self.autotune = True
+        self.autotune = self.cpp_wrapper = True
 
     def refresh(self) -> None:
         """Recompile if any weight changed since the last compile (frozen weights are baked in),
         or MYLLM101_COMPILE_AUTOTUNE did."""
         model = self.model()
-        register_for_compile(model)  # its Int8Linears' packed kernels, as opaque ops
         self.autotune = os.environ.get("MYLLM101_COMPILE_AUTOTUNE", "1") != "0"
-        version = (_weights_version(model), self.autotune)
+        self.cpp_wrapper = os.environ.get("MYLLM101_COMPILE_CPP_WRAPPER", "1") != "0"
+        bf16 = self.autotune and os.environ.get("MYLLM101_COMPILE_INT8_BF16", "1") != "0"
+        int8.register_for_compile(model, bf16_activations=bf16)  # how its Int8Linears run
+        int4.register_for_compile(model)
+        version = (_weights_version(model), self.autotune, self.cpp_wrapper, bf16)
         if version != self.version:
             step = _own_code(static_decode_step, f"static_decode_step_{next(_COMPILES)}")
             self.step = torch.compile(step, dynamic=False)
@@ -204,7 +211,8 @@ class CompiledDecoder:
         slot = torch.tensor([cache.length], device=input_ids.device)
         # Inductor's settings are read outside torch.compile's options: set here, where any
         # (re)compile runs
-        with torch._inductor.config.patch(freezing=True, max_autotune=self.autotune):
+        settings = dict(freezing=True, max_autotune=self.autotune, cpp_wrapper=self.cpp_wrapper)
+        with torch._inductor.config.patch(**settings):
             logits = self.step(self.model(), input_ids, position_ids, visible, slot, cache.k,
                                cache.v)  # fmt: skip
         cache.length += 1

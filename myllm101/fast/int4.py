@@ -15,6 +15,8 @@ Where ``Int4Linear`` multiplies (float32 / bfloat16 inference; ``device.int4_mat
   error and y one more bf16 rounding, ~20x below int4's own step. It needs N % 16 == 0 and g in
   {32, 64, 128, 256}; other shapes take the fallback. Cost of the cache: the converted weight
   (in/2 bytes per row, like ours) and bf16 scales, so ~1 byte per weight in all: 4x below float32.
+  Inside fast/compiled_decode.py's graph (``register_for_compile``) the same kernel runs, the
+  layout computed in the graph and folded to a constant by Inductor's freezing.
 - "dequantize": q * scale expanded to a float weight on every call, then ``F.linear``: the float
   weight lives only during the call (caching it would give the memory saving back). This is also
   the autograd path (dx = dy @ dequantized weight, the straight-through gradient), the float64 and
@@ -147,6 +149,22 @@ def int4pack_linear(
     return y if b is None else y + b.to(x2.dtype)
 
 
+def register_for_compile(model: nn.Module) -> None:
+    """Let every Int4Linear of ``model`` run int4pack inside a compiled graph, its layout built
+    in the graph from the buffers: with Inductor's freezing the layout is computed once, and
+    with ``max_autotune`` the GEMM becomes a generated C++ one (its int4 weight-only template).
+    Without freezing, a compiled call would rebuild the layout each time: only
+    fast/compiled_decode.py, which freezes, calls this."""
+    for module in model.modules():
+        if type(module) is Int4Linear:
+            # what eager picks for one row, asked here: the CPU feature query inside
+            # int4_matmul_backend would break the graph at every layer
+            module._compile_int4pack = False
+            probe = torch.zeros(1, module.in_features, device=module.weight_packed.device)
+            with torch.inference_mode():
+                module._compile_int4pack = module.cpu_kernel(probe) == "int4pack"
+
+
 class Int4Linear(nn.Module):
     """A linear layer whose weight is stored as group-wise int4 (buffers ``weight_packed``
     (out, in // 2) uint8 and ``weight_scale`` (out, in // group_size)) plus ``bias`` or None.
@@ -171,6 +189,7 @@ class Int4Linear(nn.Module):
         self.register_buffer("weight_scale", weight_scale)  # (out, in // g)
         self.register_buffer("bias", bias)  # (out,) or None
         self._int4pack: tuple[tuple, tuple] | None = None  # (key, torch's layout): never saved
+        self._compile_int4pack = False  # register_for_compile's: int4pack inside compiled graphs
 
     @classmethod
     @torch.no_grad()
@@ -201,8 +220,10 @@ class Int4Linear(nn.Module):
             return "dequantize"
         if torch.is_grad_enabled() and x.requires_grad:
             return "dequantize"  # keeps the straight-through gradient
-        if torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
+        if torch.is_autocast_enabled("cpu"):
             return "dequantize"
+        if torch.compiler.is_compiling():  # decided outside the graph (register_for_compile)
+            return "int4pack" if self._compile_int4pack else "dequantize"
         if use_kernel(x, kernels=self.kernels):
             return "dequantize"  # the Triton kernel forced (int4_linear dispatches to it)
         if not int4pack_supported(self.out_features, self.group_size):
@@ -228,9 +249,14 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.cpu_kernel(x) == "int4pack":
+            x2 = x.reshape(-1, self.in_features)  # (N, in)
+            if torch.compiler.is_compiling():
+                # the layout from the buffers, in the graph: freezing folds it to a constant
+                prepared = prepare_int4pack(self.weight_packed, self.weight_scale)
+                y = int4pack_linear(x2, prepared, self.group_size, self.bias)
+                return y.reshape(*x.shape[:-1], self.out_features)
             args = (self.weight_packed, self.weight_scale, self.group_size, self.bias)
             check_int4_linear(x, *args)
-            x2 = x.reshape(-1, self.in_features)  # (N, in)
             with torch.no_grad():
                 y = int4pack_linear(x2, self.refresh(), self.group_size, self.bias)
             return y.reshape(*x.shape[:-1], self.out_features)

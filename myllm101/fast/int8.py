@@ -330,10 +330,41 @@ def _(x2: torch.Tensor, kernel: str, handle: int, out_features: int):
     return x2.new_empty(x2.shape[0], out_features)
 
 
-def register_for_compile(model: nn.Module) -> None:
-    """Give every Int8Linear of ``model`` that runs a packed CPU kernel a handle (kept while the
-    module lives; a copy gets its own), and its kernel, which a compiled forward then calls
-    through ``int8_linear_packed_op``. The others keep ``_compile_handle`` None."""
+def int8_linear_bf16_activations(
+    x2: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Tensor, b=None
+) -> torch.Tensor:
+    """Weight-only int8 for a compiled CPU graph: x2 (N, in) float32 -> (N, out) float32.
+
+    x2 is rounded to bfloat16 and multiplied by the int8 codes with float32 sums, which the op
+    rounds to bfloat16; the float32 scale and bias apply after. Each rounding is relative 2**-9,
+    as in bf16 inference. ``torch._weight_int8pack_mm`` (ATen's kernel is slow) exists here for
+    Inductor: with ``max_autotune`` it generates a C++ GEMM for the shape, which reads the codes at
+    1 byte per weight (fbgemm's fp16 kernel reads 2). Its vectorised micro-kernels take bf16 (not
+    float32) activations, on AVX-512 and on AVX2, so the activations are rounded first.
+    """
+    if w_q.shape[1] % BF16_ACTIVATIONS_K:
+        raise ValueError(
+            f"int8_linear_bf16_activations: in_features must be a multiple of "
+            f"{BF16_ACTIVATIONS_K}, got weight_q of shape {tuple(w_q.shape)}"
+        )
+    ones = torch.ones(w_q.shape[0], dtype=torch.bfloat16, device=x2.device)  # scales go after
+    y = torch._weight_int8pack_mm(x2.to(torch.bfloat16), w_q, ones).to(x2.dtype)
+    y = y * w_scale.to(x2.dtype)
+    return y if b is None else y + b.to(x2.dtype)
+
+
+BF16_ACTIVATIONS = "bf16_activations"  # the compile-only kernel name of the function above
+# ATen's CPU _weight_int8pack_mm reads K in blocks of 16 on AVX-512 (8 on AVX2) and, given
+# another K, returned garbage or crashed the process (torch 2.13): such layers keep fbgemm
+BF16_ACTIVATIONS_K = 16
+
+
+def register_for_compile(model: nn.Module, bf16_activations: bool = False) -> None:
+    """Prepare every Int8Linear of ``model`` for a compiled forward: one that runs a packed CPU
+    kernel gets a handle (kept while the module lives; a copy gets its own) and its kernel, which
+    the compiled forward calls through ``int8_linear_packed_op``; the others keep
+    ``_compile_handle`` None. With ``bf16_activations``, weight-only layers on CPU run
+    ``int8_linear_bf16_activations`` instead (no handle): what Inductor's autotuning makes fast."""
     for module in model.modules():
         if type(module) is not Int8Linear:
             continue
@@ -341,6 +372,15 @@ def register_for_compile(model: nn.Module) -> None:
         with torch.inference_mode():
             kernel = module.cpu_kernel(probe)
         handle = module._compile_handle
+        if (
+            kernel is not None
+            and bf16_activations
+            and module.mode == "weight_only"
+            and module.in_features % BF16_ACTIVATIONS_K == 0
+        ):
+            module._compile_handle = None
+            module._compile_kernel = BF16_ACTIVATIONS
+            continue
         if kernel is None:
             module._compile_handle = None
         elif handle is None or _COMPILE_HANDLES.get(handle, lambda: None)() is not module:
@@ -434,11 +474,10 @@ class Int8Linear(nn.Module):
         return state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        handle = self._compile_handle
-        if handle is not None and torch.compiler.is_compiling() and x.dtype == torch.float32:
-            x2 = x.reshape(-1, self.in_features)  # (N, in): the packed kernel, as one op
-            y = int8_linear_packed_op(x2, self._compile_kernel, handle, self.out_features)
-            return y.reshape(*x.shape[:-1], self.out_features)
+        if self._compile_kernel is not None and torch.compiler.is_compiling():
+            y = self._compiled_forward(x)
+            if y is not None:
+                return y
         kernel = self.cpu_kernel(x)  # every call: the choice depends on x, grad mode, env
         if kernel is not None:
             if self._packed is None or x.shape[-1] != self.in_features:
@@ -456,6 +495,25 @@ class Int8Linear(nn.Module):
         if self.mode == "w8a8":
             return w8a8_linear(x, self.weight_q, self.weight_scale, self.bias, self.kernels)
         return int8_linear(x, self.weight_q, self.weight_scale, self.bias)
+
+    def _compiled_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """What a compiled graph runs for the kernel ``register_for_compile`` chose, or None for
+        the generic path (another dtype or device, or a gradient to keep)."""
+        if x.dtype != torch.float32 or x.device.type != "cpu":
+            return None
+        x2 = x.reshape(-1, self.in_features)  # (N, in)
+        if self._compile_kernel == BF16_ACTIVATIONS:
+            if torch.is_grad_enabled() and x.requires_grad:
+                return None  # the op has no derivative: the generic path keeps the gradient
+            buffers = self._buffers
+            args = (buffers["weight_q"], buffers["weight_scale"], buffers["bias"])
+            y = int8_linear_bf16_activations(x2, *args)
+        elif self._compile_handle is not None:  # the packed kernel, as one opaque op
+            y = int8_linear_packed_op(x2, self._compile_kernel, self._compile_handle,
+                                      self.out_features)  # fmt: skip
+        else:
+            return None
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         per = "channel" if self.weight_scale.ndim else "tensor"
