@@ -47,7 +47,7 @@ therefore chooses, per layer, what the graph runs:
   ``int8_linear_bf16_activations``, ``torch._weight_int8pack_mm`` on activations rounded to
   bf16, which autotuning replaces by a C++ GEMM reading the int8 codes at 1 byte per weight
   (fbgemm's kernel reads a 2-byte fp16 copy). SmolLM2 int8 then decodes at 87-90 tokens/s, 97-119
-  with the C++ wrapper, against ~48 eager; the greedy tokens of a 64-token test equalled eager's,
+  with the C++ wrapper (111 in QUANT.md), against ~48 eager; greedy tokens equalled eager's here,
   but the two bf16 roundings per layer (2**-9 relative) are a different computation from eager's
   float32 activations, so no test asserts equal tokens. ``MYLLM101_COMPILE_INT8_BF16=0`` keeps
   the float32 activations (next point);
@@ -56,8 +56,10 @@ therefore chooses, per layer, what the graph runs:
   reliably faster: 42-63 tokens/s for SmolLM2 weight-only; the custom op adds ~10 us a call).
 int4 layers (fast/int4.py's ``register_for_compile``) run torch's int4pack kernel in the graph,
 its layout built there from the buffers and folded to a constant by freezing; autotuning turns it
-into Inductor's int4 weight-only C++ GEMM. A ``fast/prepack.py`` model is refused: its oneDNN
-weights compile, but cannot be autotuned (31 against 47 tokens/s); ``unpack`` it first.
+into Inductor's int4 weight-only C++ GEMM (SmolLM2 int4-g64: 60.9 tokens/s against 28 eager in
+QUANT.md; the kernel choice is made outside the graph, as a CPU feature query inside it broke the
+graph at every layer and ran no faster than eager). A ``fast/prepack.py`` model is refused: its
+oneDNN weights compile, but cannot be autotuned (31 against 47 tokens/s); ``unpack`` it first.
 """
 
 from __future__ import annotations
