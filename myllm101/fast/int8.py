@@ -49,7 +49,9 @@ than float32 (FACTS.md) but this capped oneDNN only ~2-3x; torch.ao = its dynami
 Memory: "fbgemm_fp16" reads 2 bytes per weight at run time (the packed fp16 copy, kept beside the
 int8 buffers that are saved), so weight-only int8 halves the bytes decode streams against float32,
 not quarters them; the checkpoint on disk is int8. The w8a8 kernels read 1 byte per weight.
-torch._weight_int8pack_mm (weight-only) ran at 0.01-0.4x float32 everywhere and is never picked.
+torch._weight_int8pack_mm (weight-only) ran at 0.01-0.4x float32 everywhere and is never picked
+eagerly; compiled graphs use it (``int8_linear_bf16_activations``), as Inductor replaces it by a
+generated GEMM that reads 1 byte per weight.
 torch.ao's kernel stays ahead (it quantizes activations per tensor in C++, a different W8A8);
 ours pays ~10-20 us of per-token quantization in Python per call.
 """
