@@ -50,7 +50,7 @@ def test_bf16_activation_kernel_is_within_its_rounding_bound(seed, n, k, out, bi
     assert_close(got, want, rtol=0, atol=tol, name="y")
 
 
-def test_the_bound_catches_an_error_the_size_of_one_more_rounding():
+def test_the_bound_catches_an_error_just_beyond_it():
     rng = np.random.default_rng(0)
     w, x = rng_array(rng, (16, 64)), rng_array(rng, (3, 64))
     q, scale = ref.quantize_per_channel(w)

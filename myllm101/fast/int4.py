@@ -159,7 +159,6 @@ def register_for_compile(model: nn.Module) -> None:
         if type(module) is Int4Linear:
             # what eager picks for one row, asked here: the CPU feature query inside
             # int4_matmul_backend would break the graph at every layer
-            module._compile_int4pack = False
             probe = torch.zeros(1, module.in_features, device=module.weight_packed.device)
             with torch.inference_mode():
                 module._compile_int4pack = module.cpu_kernel(probe) == "int4pack"
