@@ -116,6 +116,53 @@ def test_the_compiled_step_equals_the_eager_one(kind, monkeypatch):
                       "float32")  # fmt: skip
     assert counters["stats"]["unique_graphs"] == graphs
     assert compiled_decoder(model) is decoder and decoder.step is step
+    assert decoder.cpp_gemms == (kind == "llama")  # C++ GEMMs only where autotuning chooses
+
+
+def test_cpp_gemms_follow_the_weights_and_the_switches(monkeypatch):
+    """Inductor's C++ GEMM template only (CPP_GEMMS) for float32 and 8-bit weights when
+    autotuning; bf16 weights and the two switches keep every backend (nothing compiles here:
+    the decoder compiles on its first call)."""
+    monkeypatch.delenv("MYLLM101_COMPILE_AUTOTUNE", raising=False)
+    monkeypatch.delenv("MYLLM101_COMPILE_CPP_GEMMS", raising=False)
+    fp32, int8 = make_gpt(2), quantize(make_gpt(2), scheme="int8")
+    assert compiled_decoder(fp32).cpp_gemms and compiled_decoder(int8).cpp_gemms
+    assert not compiled_decoder(make_gpt(2, torch.bfloat16)).cpp_gemms
+    for env in ("MYLLM101_COMPILE_CPP_GEMMS", "MYLLM101_COMPILE_AUTOTUNE"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(env, "0")
+            assert not compiled_decoder(fp32).cpp_gemms, env
+    assert compiled_decoder(fp32).cpp_gemms
+
+
+def test_a_gemm_the_cpp_template_cannot_run_compiles_with_every_backend(monkeypatch):
+    """If Inductor finds no allowed backend for a GEMM, compiling raises "No choices to select"
+    (torch/_inductor/select_algorithm.py) before the graph runs; the decoder then compiles again
+    with every backend and decodes as eager does. Any other error propagates. torch.compile is
+    replaced by a stand-in that raises Inductor's message while CPP_GEMMS is in force (then runs
+    the step eagerly), so this checks the decoder's side in milliseconds."""
+    monkeypatch.delenv("MYLLM101_COMPILE_AUTOTUNE", raising=False)
+    monkeypatch.delenv("MYLLM101_COMPILE_CPP_GEMMS", raising=False)
+    message = ["NoValidChoicesError: No choices to select. Provided reason: No choices exist"]
+
+    def compile_failing_on_cpp_gemms(fn, **kw):
+        def step(*args):
+            if torch._inductor.config.max_autotune_gemm_backends == compiled_decode.CPP_GEMMS:
+                raise RuntimeError("compiling failed") from RuntimeError(message[0])
+            return fn(*args)
+
+        return step
+
+    monkeypatch.setattr(compiled_decode.torch, "compile", compile_failing_on_cpp_gemms)
+    model = make_gpt(3)
+    prompts = prompts_of(7, [4, 2])
+    want = steps(model, prompts, 3)
+    assert_same_steps(steps(model, prompts, 3, compile_step=True), want, "float32")
+    decoder = compiled_decoder(model)
+    assert decoder.cpp_gemms_failed and not decoder.cpp_gemms
+    message[0] = "another error"  # not a missing GEMM backend: raised as it is
+    with pytest.raises(RuntimeError, match="compiling failed"):
+        steps(make_gpt(4), prompts, 2, compile_step=True)
 
 
 def test_a_changed_weight_recompiles(no_autotune):

@@ -28,12 +28,29 @@ AVX-512; one process, runs alternating; the VM's speed moves by 10-20% from hour
     the same with the C++ wrapper                  55-58   (tokens identical to eager)
     bf16 weights: eager 32, compiled (no C++ wrapper) 64
 
+Why only Inductor's C++ GEMMs (``max_autotune_gemm_backends="CPP"``, for float32 and 8/4-bit
+weights): autotuning times each GEMM alone, its weight already in cache after the first run, and
+there ATen's kernels look as fast as Inductor's C++ template; in the step every weight streams
+from memory once, and the template wins. Profiled under AVX2 (SmolLM2 int8): autotuning kept
+ATen's ``_weight_int8pack_mm`` for the gate/up and down projections, which then read their
+weights at ~9 GB/s against the template's ~34 GB/s: 8.8 ms of a ~14 ms profiled step. Default
+against template-only, 64 tokens after a 16-token prompt, one run each (2-core AVX-512 unless
+named; the greedy tokens' tail matched in each pair):
+
+    SmolLM2 fp32              46 -> 61 tokens/s
+    int8 weight-only         103 -> 132   (AVX2 kernels, ATEN_CPU_CAPABILITY=avx2: 85 -> 111)
+    int4-g64                  66 -> 82
+    bf16 weights              74 -> 65   (oneDNN's bf16 GEMMs win there: all backends stay)
+
+A GEMM the template cannot run makes Inductor fail ("No choices to select"); the decoder then
+compiles again with every backend. ``MYLLM101_COMPILE_CPP_GEMMS=0`` lets autotuning choose.
+
 benchmarks/test_decode.py has the same-run rows against transformers and the bandwidth bound.
 
 Costs, so it is opt-in:
 - the first step compiles and autotunes (~80 s for SmolLM2 on 2 cores, ~20-40 s for a tiny
   model), and again for each new (batch size, cache bucket); ``MYLLM101_COMPILE_AUTOTUNE=0`` skips
-  the autotuning (compiles in about half the time, decodes at the freezing-only speed), and
+  the autotuning (compiles in about half the time, decodes at the freezing-only speed),
   ``MYLLM101_COMPILE_CPP_WRAPPER=0`` keeps Inductor's Python wrapper;
 - frozen weights are baked in: the decoder checks every parameter's and buffer's version once
   per ``generate`` and recompiles when one changed (a training step, ``load_state_dict``);
@@ -77,6 +94,7 @@ from myllm101.fast import int4, int8
 from myllm101.fast.prepack import PackedLinear
 
 BUCKET = 256  # cache slots are allocated in multiples of this many (see the module docstring)
+CPP_GEMMS = "CPP"  # Inductor's GEMM backends for float32 and 8/4-bit weights (module docstring)
 _COMPILES = itertools.count()
 
 
@@ -154,6 +172,21 @@ def _weights_version(model: nn.Module) -> tuple:
     return tuple((id(t), t._version) for t in tensors)
 
 
+def _half_weights(model: nn.Module) -> bool:
+    """Does the model hold bf16 or fp16 weights (whose GEMMs keep every backend)?"""
+    half = (torch.bfloat16, torch.float16)
+    return any(t.dtype in half for t in (*model.parameters(), *model.buffers()))
+
+
+def _no_gemm_choice(error: BaseException | None) -> bool:
+    """Did Inductor fail because no allowed backend could run a GEMM ("No choices to select")?"""
+    while error is not None:
+        if "No choices to select" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def check_compilable(model: nn.Module) -> None:
     """Refuse what the compiled step cannot run well: no decode_step, or a PackedLinear."""
     if not hasattr(model, "decode_step"):
@@ -188,7 +221,8 @@ class CompiledDecoder:
         self.model = weakref.ref(model)  # the registry below must not keep the model alive
         self.version: tuple | None = None
         self.step = None
-        self.autotune = self.cpp_wrapper = True
+        self.autotune = self.cpp_wrapper = self.cpp_gemms = True
+        self.cpp_gemms_failed = False  # a GEMM the C++ template cannot run: every backend, always
 
     def refresh(self) -> None:
         """Recompile if any weight changed since the last compile (frozen weights are baked in),
@@ -196,10 +230,16 @@ class CompiledDecoder:
         model = self.model()
         self.autotune = os.environ.get("MYLLM101_COMPILE_AUTOTUNE", "1") != "0"
         self.cpp_wrapper = os.environ.get("MYLLM101_COMPILE_CPP_WRAPPER", "1") != "0"
+        self.cpp_gemms = (
+            self.autotune
+            and os.environ.get("MYLLM101_COMPILE_CPP_GEMMS", "1") != "0"
+            and not self.cpp_gemms_failed
+            and not _half_weights(model)
+        )
         bf16 = self.autotune and os.environ.get("MYLLM101_COMPILE_INT8_BF16", "1") != "0"
         int8.register_for_compile(model, bf16_activations=bf16)  # how its Int8Linears run
         int4.register_for_compile(model)
-        version = (_weights_version(model), self.autotune, self.cpp_wrapper, bf16)
+        version = (_weights_version(model), self.autotune, self.cpp_wrapper, self.cpp_gemms, bf16)
         if version != self.version:
             step = _own_code(static_decode_step, f"static_decode_step_{next(_COMPILES)}")
             self.step = torch.compile(step, dynamic=False)
@@ -214,9 +254,18 @@ class CompiledDecoder:
         # Inductor's settings are read outside torch.compile's options: set here, where any
         # (re)compile runs
         settings = dict(freezing=True, max_autotune=self.autotune, cpp_wrapper=self.cpp_wrapper)
-        with torch._inductor.config.patch(**settings):
-            logits = self.step(self.model(), input_ids, position_ids, visible, slot, cache.k,
-                               cache.v)  # fmt: skip
+        if self.cpp_gemms:
+            settings["max_autotune_gemm_backends"] = CPP_GEMMS
+        try:
+            with torch._inductor.config.patch(**settings):
+                logits = self.step(self.model(), input_ids, position_ids, visible, slot, cache.k,
+                                   cache.v)  # fmt: skip
+        except Exception as e:  # compiling failed before the graph ran: the cache is untouched
+            if not (self.cpp_gemms and _no_gemm_choice(e)):
+                raise
+            self.cpp_gemms_failed = True
+            self.refresh()  # a new graph that may use every GEMM backend
+            return self(input_ids, position_ids, visible, cache)
         cache.length += 1
         return logits
 
