@@ -23,8 +23,10 @@ A decoding step reads every weight once for one token, so a step can take no les
   torch.compile of the lean step on a static cache, Inductor freezing + GEMM autotuning,
   fast/compiled_decode.py; compiled and autotuned in the untimed warm-up, ~80 s). The rows
   alternate: before each timed round of one row, one untimed round of every other row runs
-  (pytest-benchmark's ``setup``), so all rows are measured through the same minutes of a shared
-  machine. Each row records ``bound_tokens_per_s`` and its ``percent_of_bound``.
+  (pytest-benchmark's ``setup``), so each timed round follows the other rows' work (their
+  weights through the caches) rather than a repeat of its own; a row's rounds still run one
+  after another, so a drift of the machine's speed between rows is not cancelled. Each row
+  records ``bound_tokens_per_s`` and its ``percent_of_bound``.
 
 Target (issue 16): ours-fp32-fused, -prepacked or -compiled >= 2x transformers-fp32, and >= 80% of
 the bound.

@@ -33,9 +33,10 @@ the head at every position. Every row uses the SAME optimizer, built the same wa
 ``fast.optim.make_adamw(param_groups(model, 0.0), lr, weight_decay=0.0)`` over the trainable
 parameters only (torch's fused AdamW where available), lr as ``myllm101 finetune`` defaults it
 (5e-5 full, 1e-3 the LoRA rows); no gradient clipping. Rows alternate: before every timed round
-of one row, one untimed step of each other row runs (pytest-benchmark's ``setup``), so all four
-are measured through the same minutes of the machine; the four models stay alive in one process
-(~4 GB).
+of one row, one untimed step of each other row runs (pytest-benchmark's ``setup``), so each
+timed step follows the other rows' work rather than a repeat of its own (a row's rounds still
+run one after another: a drift of the machine's speed between rows is not cancelled); the four
+models stay alive in one process (~4 GB).
 
 Memory, in ``extra_info`` (measured once per row when the group is built, after a warm-up step
 that allocated the AdamW state, with no gradients held):

@@ -13,7 +13,8 @@ baseline):
   gate/up fused, fast/fuse.py, and every Linear prepacked for oneDNN, fast/prepack.py: float32
   still, equal to float32 rounding) and ``ours-bf16`` (bf16 weights: ``model.to(bfloat16)``,
   not autocast); count = prompt tokens. The rows alternate: before each timed round of one row,
-  one untimed prefill of every other row, so every row is measured through the same minutes.
+  one untimed prefill of every other row, so each timed round follows the other rows' work
+  rather than a repeat of its own (a row's rounds still run one after another).
 - "smollm2 decode": greedy generation of 64 new tokens after a short chat prompt, both with their
   KV cache (transformers' ``generate(do_sample=False, min_new_tokens=64)``, ours
   ``fast.generate.generate``); count = new tokens (the time includes the short prompt's prefill).

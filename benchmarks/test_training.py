@@ -37,8 +37,10 @@ torch.compile. One group per model and mode ("train gpt 6L-384 vs peers eager", 
 baseline; the peers are ``benchmarks/nanogpt_peer.py`` (a nanoGPT-style GPT-2 written here, GPT
 only) and transformers' ``GPT2LMHeadModel`` (SDPA) / ``LlamaForCausalLM``, each with the same
 fused AdamW. The rows of a group alternate: before every timed round of one model, one untimed
-step of each other model of the group runs (pytest-benchmark's ``setup``), so all of them are
-measured through the same minutes of the machine. A peer row's ratio is ours' time / the peer's
+step of each other model of the group runs (pytest-benchmark's ``setup``), so each timed step
+follows the other models' work rather than a repeat of its own; a row's rounds still run one
+after another, so a drift of the machine's speed between rows is not cancelled (the GPT rows'
+ratio moved by ~10% between runs). A peer row's ratio is ours' time / the peer's
 (< 1: ours is faster); the target asks <= 1 / 1.05 of every peer and an MFU of ours >= 85%.
 
 The matmul peak (``benchmarks/matmul_peak.py``) runs in the same session: the MFU denominator.
