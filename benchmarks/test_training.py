@@ -36,11 +36,10 @@ Ours against peers (``test_training_vs_peers``), at the shape of issue 14: 6 lay
 torch.compile. One group per model and mode ("train gpt 6L-384 vs peers eager", ...), ours the
 baseline; the peers are ``benchmarks/nanogpt_peer.py`` (a nanoGPT-style GPT-2 written here, GPT
 only) and transformers' ``GPT2LMHeadModel`` (SDPA) / ``LlamaForCausalLM``, each with the same
-fused AdamW. The rows of a group alternate: before every timed round of one model, one untimed
-step of each other model of the group runs (pytest-benchmark's ``setup``), so each timed step
-follows the other models' work rather than a repeat of its own; a row's rounds still run one
-after another, so a drift of the machine's speed between rows is not cancelled (the GPT rows'
-ratio moved by ~10% between runs). A peer row's ratio is ours' time / the peer's
+fused AdamW. The rows of a group are timed in one interleaved loop (benchmarks/interleave.py):
+round r steps every model once, the order rotating, so a drift of the machine's speed reaches
+every row alike (timed one row after another, the GPT rows' ratio had moved by ~10% between
+runs); each row's test then reports its own rounds. A peer row's ratio is ours' time / the peer's
 (< 1: ours is faster); the target asks <= 1 / 1.05 of every peer and an MFU of ours >= 85%.
 
 The matmul peak (``benchmarks/matmul_peak.py``) runs in the same session: the MFU denominator.
@@ -60,6 +59,7 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.interleave import interleaved, replay
 from benchmarks.matmul_peak import (
     step_gemms_case,
     test_matmul_peak,  # noqa: F401  (MFU denominator, same run)
@@ -272,9 +272,9 @@ PEER_TARGET = (
     f"ours' fp32 MFU >= {MFU_GOAL:.0%} of the matmul peak"
 )
 PEER_NOTE = (
-    "peers: rows alternate (one untimed step of every other model before each timed round); a "
-    "peer row's ratio is ours' time / the peer's (< 1: ours is faster); every model steps the "
-    "same fused AdamW; FLOPs (MFU) are ours' count for every row"
+    "peers: the rows' steps are timed in one interleaved loop (each round steps every model "
+    "once, the order rotating); a peer row's ratio is ours' time / the peer's (< 1: ours is "
+    "faster); every model steps the same fused AdamW; FLOPs (MFU) are ours' count for every row"
 )
 PEER_PARAMS = [
     pytest.param(arch, size, impl, mode, id=f"peers-{arch}-{size}-{impl}-{mode}")
@@ -344,6 +344,7 @@ def _peer_step(arch: str, impl: str, cfg, s: Size, compiled: bool) -> PeerStep:
 
 
 _GROUP: dict[tuple, dict[str, PeerStep]] = {}  # the current group's models only
+_TIMES: dict[tuple, dict[str, list[float]]] = {}  # its rows' step times, timed interleaved
 
 
 def peer_group(arch: str, size: str, mode: str) -> dict[str, PeerStep]:
@@ -352,6 +353,7 @@ def peer_group(arch: str, size: str, mode: str) -> dict[str, PeerStep]:
     key = (arch, size, mode)
     if key not in _GROUP:
         _GROUP.clear()
+        _TIMES.clear()
         gc.collect()
         s, cfg = PEER_SIZES[size], _config(arch, PEER_SIZES[size])
         _GROUP[key] = {i: _peer_step(arch, i, cfg, s, mode == "compile") for i in PEERS[arch]}
@@ -390,12 +392,9 @@ def test_training_vs_peers(benchmark, arch, size, impl, mode):
     cfg = _config(arch, s)
     group = peer_group(arch, size, mode)
     mine = group[impl]
-    others = [g.step for name, g in group.items() if name != impl]
-
-    def the_others_first():  # untimed: each other model's step, so the rows alternate
-        for step in others:
-            step()
-
+    key = (arch, size, mode)
+    if key not in _TIMES:  # the group's first row: time every model's step, interleaved
+        _TIMES[key] = interleaved({name: g.step for name, g in group.items()}, s.rounds)
     mine.zero_grad()
     activation = torch_held_after_forward_mb(mine.forward)
     peak = peak_torch_mb(mine.step)
@@ -418,7 +417,5 @@ def test_training_vs_peers(benchmark, arch, size, impl, mode):
         ],
         loadavg=os.getloadavg()[0],
     )  # fmt: skip
-    loss = benchmark.pedantic(
-        mine.step, setup=the_others_first, rounds=s.rounds, iterations=1, warmup_rounds=0
-    )
+    loss = replay(benchmark, _TIMES[key][impl], result=mine.step())
     assert torch.isfinite(loss)
