@@ -28,19 +28,17 @@ AVX-512; one process, runs alternating; the VM's speed moves by 10-20% from hour
     the same with the C++ wrapper                  55-58   (tokens identical to eager)
     bf16 weights: eager 32, compiled (no C++ wrapper) 64
 
-Why only Inductor's C++ GEMMs (``max_autotune_gemm_backends="CPP"``, for float32 and 8/4-bit
-weights): autotuning times each GEMM alone, its weight already in cache after the first run, and
-there ATen's kernels look as fast as Inductor's C++ template; in the step every weight streams
-from memory once, and the template wins. Profiled under AVX2 (SmolLM2 int8): autotuning kept
+Why only Inductor's C++ GEMMs (``max_autotune_gemm_backends="CPP"``): autotuning times each
+GEMM alone, its weight already in cache after the first run, where ATen's kernels can look as
+fast as Inductor's C++ template; in the step every weight streams from memory once. With AVX2
+kernels (SmolLM2 int8, ``ATEN_CPU_CAPABILITY=avx2`` on the AVX-512 machine) autotuning kept
 ATen's ``_weight_int8pack_mm`` for the gate/up and down projections, which then read their
-weights at ~9 GB/s against the template's ~34 GB/s: 8.8 ms of a ~14 ms profiled step. Default
-against template-only, 64 tokens after a 16-token prompt, one run each (2-core AVX-512 unless
-named; the greedy tokens' tail matched in each pair):
-
-    SmolLM2 fp32              46 -> 61 tokens/s
-    int8 weight-only         103 -> 132   (AVX2 kernels, ATEN_CPU_CAPABILITY=avx2: 85 -> 111)
-    int4-g64                  66 -> 82
-    bf16 weights              74 -> 65   (oneDNN's bf16 GEMMs win there: all backends stay)
+weights at ~9 GB/s against the template's ~34 GB/s (profiled: 8.8 ms of a ~14 ms step); the
+template alone decoded at 99.4 tokens/s against 73.1 (1.36x; one process, the two compiled
+models alternating 8 times, the same greedy tokens). Everywhere else tried, autotuning picked
+the template for every SmolLM2 GEMM already, so nothing changes (all backends / template only,
+tokens/s, measured the same way): AVX-512 fp32 46.3 / 45.9, int8 106.8 / 106.9 (and bf16
+weights: the template for every shape); AVX2 kernels fp32 41.7 / 41.8, int4-g64 54.8 / 54.1.
 
 A GEMM the template cannot run makes Inductor fail ("No choices to select"); the decoder then
 compiles again with every backend. ``MYLLM101_COMPILE_CPP_GEMMS=0`` lets autotuning choose.
@@ -94,7 +92,7 @@ from myllm101.fast import int4, int8
 from myllm101.fast.prepack import PackedLinear
 
 BUCKET = 256  # cache slots are allocated in multiples of this many (see the module docstring)
-CPP_GEMMS = "CPP"  # Inductor's GEMM backends for float32 and 8/4-bit weights (module docstring)
+CPP_GEMMS = "CPP"  # Inductor's GEMM backends when autotuning (see the module docstring)
 _COMPILES = itertools.count()
 
 
@@ -172,12 +170,6 @@ def _weights_version(model: nn.Module) -> tuple:
     return tuple((id(t), t._version) for t in tensors)
 
 
-def _half_weights(model: nn.Module) -> bool:
-    """Does the model hold bf16 or fp16 weights (whose GEMMs keep every backend)?"""
-    half = (torch.bfloat16, torch.float16)
-    return any(t.dtype in half for t in (*model.parameters(), *model.buffers()))
-
-
 def _no_gemm_choice(error: BaseException | None) -> bool:
     """Did Inductor fail because no allowed backend could run a GEMM ("No choices to select")?"""
     while error is not None:
@@ -234,7 +226,6 @@ class CompiledDecoder:
             self.autotune
             and os.environ.get("MYLLM101_COMPILE_CPP_GEMMS", "1") != "0"
             and not self.cpp_gemms_failed
-            and not _half_weights(model)
         )
         bf16 = self.autotune and os.environ.get("MYLLM101_COMPILE_INT8_BF16", "1") != "0"
         int8.register_for_compile(model, bf16_activations=bf16)  # how its Int8Linears run
