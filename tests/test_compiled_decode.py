@@ -173,6 +173,12 @@ def test_a_changed_weight_recompiles(no_autotune):
     want = steps(model, prompts, 3)
     assert_same_steps(steps(model, prompts, 3, compile_step=True), want, "float32")
     assert compiled_decoder(model).step is not before
+    # a plain attribute too: the graph does not guard on modules (GUARDS), refresh() sees it
+    before = compiled_decoder(model).step
+    model.norm.eps = 0.5
+    want = steps(model, prompts, 3)
+    assert_same_steps(steps(model, prompts, 3, compile_step=True), want, "float32")
+    assert compiled_decoder(model).step is not before
 
 
 def test_bf16_compiled_is_no_further_from_fp32_than_eager_bf16(no_autotune):
