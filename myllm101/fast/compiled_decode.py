@@ -174,7 +174,7 @@ def _dense(x: torch.Tensor) -> torch.Tensor:
 _PLAIN = (bool, int, float, str, type(None))
 
 
-def _weights_version(model: nn.Module) -> tuple:
+def _model_version(model: nn.Module) -> tuple:
     """What a compiled step depends on: each parameter's and buffer's identity and version
     (frozen weights are constants in the graph), and every module's identity and plain
     attributes (eps, head counts, kernel choices...), which the graph's guards do not check
@@ -248,7 +248,7 @@ class CompiledDecoder:
         bf16 = self.autotune and os.environ.get("MYLLM101_COMPILE_INT8_BF16", "1") != "0"
         int8.register_for_compile(model, bf16_activations=bf16)  # how its Int8Linears run
         int4.register_for_compile(model)
-        version = (_weights_version(model), self.autotune, self.cpp_wrapper, self.cpp_gemms, bf16)
+        version = (_model_version(model), self.autotune, self.cpp_wrapper, self.cpp_gemms, bf16)
         if version != self.version:
             step = _own_code(static_decode_step, f"static_decode_step_{next(_COMPILES)}")
             self.step = torch.compile(step, dynamic=False, options=GUARDS)
