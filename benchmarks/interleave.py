@@ -19,16 +19,20 @@ import time
 from collections.abc import Callable
 
 
-def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
-    """Run every function once per round, rotating the order -> {name: [seconds per round]}."""
+def interleaved(
+    fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 0
+) -> dict[str, list[float]]:
+    """Run every function once per round, rotating the order -> {name: [seconds per round]}.
+    ``warmup`` untimed rounds, in the same rotating order, come first (caches, compilation)."""
     names = list(fns)
     times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
+    for r in range(warmup + rounds):
         start = r % len(names)
         for name in names[start:] + names[:start]:
             t0 = time.perf_counter()
             fns[name]()
-            times[name].append(time.perf_counter() - t0)
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
     return times
 
 

@@ -21,12 +21,11 @@ A decoding step reads every weight once for one token, so a step can take no les
   ``fast.prepack.prepack_for_inference``: float32 still, equal to float32 rounding),
   ``ours-fp32-compiled`` (the fused model decoding through ``generate(compile_step=True)``:
   torch.compile of the lean step on a static cache, Inductor freezing + GEMM autotuning,
-  fast/compiled_decode.py; compiled and autotuned in the untimed warm-up, ~80 s). The rows
-  alternate: before each timed round of one row, one untimed round of every other row runs
-  (pytest-benchmark's ``setup``), so each timed round follows the other rows' work (their
-  weights through the caches) rather than a repeat of its own; a row's rounds still run one
-  after another, so a drift of the machine's speed between rows is not cancelled. Each row
-  records ``bound_tokens_per_s`` and its ``percent_of_bound``.
+  fast/compiled_decode.py; compiled and autotuned in the untimed warm-up, ~80 s). The rows are
+  timed in one interleaved loop (benchmarks/interleave.py): each round runs every row's
+  generation once, the order rotating, so a drift of the machine's speed reaches every row alike;
+  each row's test then reports its own rounds. Each row records ``bound_tokens_per_s`` and its
+  ``percent_of_bound``.
 
 Target (issue 16): ours-fp32-fused, -prepacked or -compiled >= 2x transformers-fp32, and >= 80% of
 the bound.
@@ -44,11 +43,12 @@ import time
 import pytest
 import torch
 
+from benchmarks.interleave import interleaved, replay
 from benchmarks.memory import peak_torch_mb
 from benchmarks.test_hub import DECODE_CHAT, _gguf_path, _shape, load_ours, load_transformers
 
 SIZES = {  # name -> (new tokens, bandwidth tensor MiB, rounds)
-    "": (64, 1024, 3),
+    "": (64, 1024, 7),
     "smoke": (4, 64, 1),
 }
 SIZE_IDS = [pytest.param(s, id=s or "full") for s in SIZES]
@@ -152,6 +152,17 @@ def _runner(models, impl: str, prompt: list[int], n_new: int):
 
 
 _TOKENS: dict[str, list[int]] = {}  # size -> transformers' tokens (recorded: same tokens?)
+_TIMES: dict[str, dict[str, list[float]]] = {}  # size -> impl -> seconds per round
+
+
+def decode_times(models, size: str, prompt: list[int]) -> dict[str, list[float]]:
+    """Every row's generation timed in one interleaved loop, once per size (by its first row)."""
+    if size not in _TIMES:
+        n_new, _, rounds = SIZES[size]
+        runs = {impl: _runner(models, impl, prompt, n_new) for impl in IMPLS}
+        _TIMES[size] = interleaved(runs, rounds, warmup=1)  # warm-up: the compiled row compiles
+        gc.collect()
+    return _TIMES[size]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -159,17 +170,12 @@ _TOKENS: dict[str, list[int]] = {}  # size -> transformers' tokens (recorded: sa
 def test_smollm2_decode_fp32(benchmark, models, size, impl):
     from myllm101.hub.smollm2 import chat_prompt
 
-    n_new, _, rounds = SIZES[size]
+    n_new = SIZES[size][0]
     tok, cfg = models["tokenizer"], models["ours-fp32"].cfg
     prompt = tok.encode(chat_prompt(DECODE_CHAT))
+    times = decode_times(models, size, prompt)
     mine = _runner(models, impl, prompt, n_new)
-    others = [_runner(models, other, prompt, n_new) for other in IMPLS if other != impl]
-
-    def the_others_first():  # untimed: one round of every other row, so the rows alternate
-        for run in others:
-            run()
-
-    out = mine()  # warm-up
+    out = mine()
     if impl == "transformers-fp32":
         _TOKENS[size] = out
     peak = peak_torch_mb(mine)
@@ -177,9 +183,7 @@ def test_smollm2_decode_fp32(benchmark, models, size, impl):
     gb_s, weight_bytes = bandwidth(size), weight_bytes_per_token(models["ours-fp32"])
     bound = gb_s * 1e9 / weight_bytes  # tokens/s if only the weight reads took time
     benchmark.group = _group("smollm2 decode fp32", size)
-    out = benchmark.pedantic(
-        mine, setup=the_others_first, rounds=rounds, iterations=1, warmup_rounds=0
-    )
+    replay(benchmark, times[impl])
     assert len(out) == len(prompt) + n_new and out[: len(prompt)] == prompt
     per_s = n_new / benchmark.stats.stats.median
     benchmark.extra_info.update(
@@ -198,6 +202,6 @@ def test_smollm2_decode_fp32(benchmark, models, size, impl):
         note=f"time of generate(): the {len(prompt)}-token chat prompt's prefill plus {n_new} "
         f"decode steps. Bound = read bandwidth {gb_s:.1f} GB/s (this run's 'read bandwidth' row) "
         f"/ {weight_bytes / 1e6:.0f} MB of fp32 weights per token = {bound:.1f} tokens/s; "
-        "rows alternate (one untimed round of every other row before each timed round)",
+        "rows timed interleaved (each round runs every row once, the order rotating)",
         loadavg=os.getloadavg()[0],
     )  # fmt: skip

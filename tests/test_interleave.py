@@ -15,6 +15,14 @@ def test_interleaved_runs_every_row_once_a_round_in_rotating_order():
     assert all(t >= 0 for v in times.values() for t in v)
 
 
+def test_interleaved_warmup_rounds_come_first_and_are_not_kept():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "ab"}
+    times = interleaved(fns, rounds=2, warmup=1)
+    assert calls == list("abbaab")  # the warm-up round is round 0 of the rotation
+    assert {k: len(v) for k, v in times.items()} == {"a": 2, "b": 2}
+
+
 def test_replay_records_the_given_rounds(benchmark):
     durations = [0.5, 0.25, 0.125, 2.0]  # dyadic: the replayed clock's sums are exact
     assert replay(benchmark, durations, result="loss") == "loss"
