@@ -20,15 +20,19 @@ from collections.abc import Callable
 
 
 def interleaved(
-    fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 0
+    fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 0, pause: float = 0.0
 ) -> dict[str, list[float]]:
     """Run every function once per round, rotating the order -> {name: [seconds per round]}.
-    ``warmup`` untimed rounds, in the same rotating order, come first (caches, compilation)."""
+    ``warmup`` untimed rounds, in the same rotating order, come first (caches, compilation);
+    ``pause`` seconds are slept, untimed, before each call (thread pools that busy-wait after
+    a call, OpenBLAS's or OpenMP's, then leave the next row idle cores)."""
     names = list(fns)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(warmup + rounds):
         start = r % len(names)
         for name in names[start:] + names[:start]:
+            if pause:
+                time.sleep(pause)
             t0 = time.perf_counter()
             fns[name]()
             if r >= warmup:

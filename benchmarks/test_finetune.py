@@ -32,10 +32,9 @@ here; fast/blocks.py ``scored_lm_loss``); transformers has no such option, so pe
 the head at every position. Every row uses the SAME optimizer, built the same way:
 ``fast.optim.make_adamw(param_groups(model, 0.0), lr, weight_decay=0.0)`` over the trainable
 parameters only (torch's fused AdamW where available), lr as ``myllm101 finetune`` defaults it
-(5e-5 full, 1e-3 the LoRA rows); no gradient clipping. Rows alternate: before every timed round
-of one row, one untimed step of each other row runs (pytest-benchmark's ``setup``), so each
-timed step follows the other rows' work rather than a repeat of its own (a row's rounds still
-run one after another: a drift of the machine's speed between rows is not cancelled); the four
+(5e-5 full, 1e-3 the LoRA rows); no gradient clipping. The rows are timed in one interleaved
+loop (benchmarks/interleave.py): each round steps every row once, the order rotating, so a drift
+of the machine's speed reaches every row alike; the four
 models stay alive in one process (~4 GB).
 
 Memory, in ``extra_info`` (measured once per row when the group is built, after a warm-up step
@@ -79,6 +78,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.interleave import interleaved, replay
 from benchmarks.memory import MB, peak_torch_mb
 from myllm101.config import LlamaConfig
 from myllm101.data.collate import IGNORE_INDEX
@@ -104,7 +104,7 @@ GOALS = [
     {"impls": ["lora"], "metric": "time_vs:peft-lora", "op": "<=", "value": PEFT_TIME_GOAL},
 ]
 NOTE = (
-    "rows alternate (one untimed step of every other row before each timed round); every row "
+    "rows timed interleaved (each round steps every row once, the order rotating); every row "
     "steps the same AdamW (fast.optim.make_adamw) over its trainable parameters (lr 5e-5 full, "
     f"1e-3 LoRA), no clipping; LoRA r={R}, alpha={ALPHA:g}, dropout={DROPOUT} on q_proj, v_proj; "
     "peak MB = one step's extra memory (no gradients held before it); the mode's MB = that + "
@@ -127,7 +127,7 @@ class Size:
     rounds: int
 
 
-SIZES = {"smollm2": Size(B=4, T=128, rounds=5), "smoke": Size(B=2, T=16, rounds=3)}
+SIZES = {"smollm2": Size(B=4, T=128, rounds=7), "smoke": Size(B=2, T=16, rounds=3)}
 
 
 def _impls(size: str) -> tuple[str, ...]:
@@ -246,6 +246,7 @@ class Row:
     total: int
     state_mb: float = math.nan  # weights + buffers + optimizer state, between steps
     peak_mb: float = math.nan  # one step's extra memory
+    times: list[float] | None = None  # seconds per timed round (interleaved with the others)
 
 
 def held_mb(model: nn.Module, opt: torch.optim.Optimizer) -> float:
@@ -326,6 +327,9 @@ def build_group(size: str) -> tuple[dict[str, Row], dict[str, torch.Tensor], str
         row.peak_mb = peak_torch_mb(row.step)
         row.zero_grad()
     gc.collect()
+    times = interleaved({impl: row.step for impl, row in rows.items()}, s.rounds)
+    for impl, row in rows.items():
+        row.times = times[impl]
     shape = (
         f"B={s.B} T={s.T} L={c.n_layer} C={c.n_embd} H={c.n_head}/{c.n_kv_head} "
         f"V={c.vocab_size}; LoRA r={R} alpha={ALPHA:g} dropout={DROPOUT} on {','.join(TARGETS)}"
@@ -350,12 +354,6 @@ def test_finetune_step(benchmark, size, impl):
     s = SIZES[size]
     rows, batch, shape = build_group(size)
     mine = rows[impl]
-    others = [r.step for name, r in rows.items() if name != impl]
-
-    def the_others_first():  # untimed: each other row's step, so the rows alternate
-        for step in others:
-            step()
-
     full = rows["full"]
     total_mb = mine.state_mb + mine.peak_mb
     total_vs_full = total_mb / (full.state_mb + full.peak_mb)
@@ -369,7 +367,5 @@ def test_finetune_step(benchmark, size, impl):
         peak_vs_full=mine.peak_mb / full.peak_mb, total_vs_full=total_vs_full,
         note=NOTE, target=TARGET, loadavg=os.getloadavg()[0], goals=GOALS,
     )  # fmt: skip
-    loss = benchmark.pedantic(
-        mine.step, setup=the_others_first, rounds=s.rounds, iterations=1, warmup_rounds=0
-    )
+    loss = replay(benchmark, mine.times, result=mine.step())
     assert torch.isfinite(loss)

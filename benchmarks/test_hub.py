@@ -12,9 +12,7 @@ baseline):
   ``transformers-fp32`` vs ``ours-fp32``, ``ours-fp32-fast`` (the same weights with q/k/v and
   gate/up fused, fast/fuse.py, and every Linear prepacked for oneDNN, fast/prepack.py: float32
   still, equal to float32 rounding) and ``ours-bf16`` (bf16 weights: ``model.to(bfloat16)``,
-  not autocast); count = prompt tokens. The rows alternate: before each timed round of one row,
-  one untimed prefill of every other row, so each timed round follows the other rows' work
-  rather than a repeat of its own (a row's rounds still run one after another).
+  not autocast); count = prompt tokens.
 - "smollm2 decode": greedy generation of 64 new tokens after a short chat prompt, both with their
   KV cache (transformers' ``generate(do_sample=False, min_new_tokens=64)``, ours
   ``fast.generate.generate``); count = new tokens (the time includes the short prompt's prefill).
@@ -36,7 +34,10 @@ is very slow on this CPU, hence float32 (as ``dtype=torch.float32`` would give).
 The "smoke" ids run the same code on the real models with a handful of tokens (prompt 8, 4 new
 tokens, 8 generated sentences) in their own "... smoke" groups (tests/test_hub_bench_smoke.py runs them);
 the load group has none.
-Every model is loaded once per module (fixtures), except in the load group.
+Every model is loaded once per module (fixtures), except in the load group. The rows of each
+prefill, decode and embed group are timed in one interleaved loop (benchmarks/interleave.py):
+each round runs every row once, the order rotating, so a drift of the machine's speed reaches
+every row alike; each row's test then reports its own rounds.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.interleave import interleaved, replay
 from benchmarks.memory import peak_torch_mb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +86,7 @@ SENTENCES = [
 ]
 
 SIZES = {  # name -> (prefill prompt tokens, new tokens, sentences, rounds: prefill, decode, embed)
-    "": (128, 64, 256, (9, 3, 5)),
+    "": (128, 64, 256, (9, 7, 7)),
     "smoke": (8, 4, 8, (2, 2, 2)),
 }
 SIZE_IDS = [pytest.param(s, id=s or "full") for s in SIZES]
@@ -177,6 +179,17 @@ def _peak_mb(run) -> float:
     return peak
 
 
+_TIMES: dict[tuple[str, str], dict[str, list[float]]] = {}  # (group, size) -> impl -> seconds
+
+
+def group_times(group: str, size: str, runs: dict, rounds: int) -> dict[str, list[float]]:
+    """The rows' functions timed in one interleaved loop, once per group (by its first row)."""
+    if (group, size) not in _TIMES:
+        _TIMES[group, size] = interleaved(runs, rounds, warmup=1)
+        gc.collect()
+    return _TIMES[group, size]
+
+
 def _prefill_ids(tok, n: int) -> list[int]:
     ids = tok.encode(PREFILL_TEXT)
     while len(ids) < n:
@@ -203,19 +216,12 @@ def test_smollm2_prefill(benchmark, smollm2, size, impl):
     ours_cfg = smollm2["ours-fp32"].cfg
     ids = torch.tensor([_prefill_ids(smollm2["tokenizer"], n_prompt)])
     runs = {name: _prefill_run(smollm2[name], name, ids) for name in SMOLLM2_IMPLS}
+    times = group_times("prefill", size, runs, rounds)
     run = runs[impl]
-
-    def the_others_first():  # untimed: one prefill of every other row, so the rows alternate
-        for name, other in runs.items():
-            if name != impl:
-                other()
-
-    run()  # warm-up
+    logits = run()
     peak = _peak_mb(run)
     benchmark.group = _group("smollm2 prefill", size)
-    logits = benchmark.pedantic(
-        run, setup=the_others_first, rounds=rounds, iterations=1, warmup_rounds=0
-    )
+    replay(benchmark, times[impl])
     assert logits.shape == (1, n_prompt, ours_cfg.vocab_size)
     benchmark.extra_info.update(
         component="smollm2-prefill", size=size or "full", impl=impl,
@@ -224,8 +230,8 @@ def test_smollm2_prefill(benchmark, smollm2, size, impl):
         count=n_prompt, unit="tokens", peak_mb=peak, target=PREFILL_TARGET,
         dtype="bf16" if impl.endswith("bf16") else "fp32",
         note="SmolLM2-135M-Instruct, weights dequantized from Q4_1 GGUF; transformers in float32 "
-        "(sdpa attention); ours-bf16 = bf16 weights (model.to), not autocast; rows alternate "
-        "(one untimed prefill of every other row before each timed round)",
+        "(sdpa attention); ours-bf16 = bf16 weights (model.to), not autocast; rows timed "
+        "interleaved (each round runs every row once, the order rotating)",
         loadavg=os.getloadavg()[0],
     )  # fmt: skip
 
@@ -234,37 +240,44 @@ def test_smollm2_prefill(benchmark, smollm2, size, impl):
 _DECODED: dict[str, list[int]] = {}
 
 
-@pytest.mark.parametrize(("size", "impl"), DECODE_PARAMS)
-def test_smollm2_decode(benchmark, smollm2, size, impl):
+def _decode_run(model, impl: str, prompt: list[int], n_new: int):
+    """() -> prompt + ``n_new`` greedy tokens (no stop tokens: always ``n_new``)."""
     from myllm101.fast.generate import generate
-    from myllm101.hub.smollm2 import chat_prompt
 
-    _, n_new, _, (_, rounds, _) = SIZES[size]
-    model, tok, cfg = smollm2[impl], smollm2["tokenizer"], smollm2["ours-fp32"].cfg
-    prompt = tok.encode(chat_prompt(DECODE_CHAT))
     if impl.startswith("transformers"):
         ids = torch.tensor([prompt])
         # an explicit mask: without one, generate() masks every prompt token equal to the pad
         # id, and SmolLM2's pad id is <|im_end|>, which chat prompts contain
         mask = torch.ones_like(ids)
 
-        def run(n=n_new):
+        def run():
             with torch.inference_mode():
                 out = model.generate(
-                    ids, attention_mask=mask, do_sample=False, max_new_tokens=n,
-                    min_new_tokens=n, use_cache=True,
+                    ids, attention_mask=mask, do_sample=False, max_new_tokens=n_new,
+                    min_new_tokens=n_new, use_cache=True,
                 )  # fmt: skip
             return out[0].tolist()
-    else:
-        compiled = impl.endswith("-compiled")
 
-        def run(n=n_new):  # no stop tokens: always n new tokens
-            return generate(model, prompt, n, temperature=0, compile_step=compiled)
+        return run
+    compiled = impl.endswith("-compiled")
+    return lambda: generate(model, prompt, n_new, temperature=0, compile_step=compiled)
 
-    run(2)  # warm-up (and the compiled rows' compile: 2 and n_new tokens share a cache bucket)
+
+@pytest.mark.parametrize(("size", "impl"), DECODE_PARAMS)
+def test_smollm2_decode(benchmark, smollm2, size, impl):
+    from myllm101.hub.smollm2 import chat_prompt
+
+    _, n_new, _, (_, rounds, _) = SIZES[size]
+    tok, cfg = smollm2["tokenizer"], smollm2["ours-fp32"].cfg
+    prompt = tok.encode(chat_prompt(DECODE_CHAT))
+    impls = [i for s, i in (p.values for p in DECODE_PARAMS) if s == size]
+    runs = {i: _decode_run(smollm2[i], i, prompt, n_new) for i in impls}
+    times = group_times("decode", size, runs, rounds)  # warm-up: the compiled rows compile
+    run = runs[impl]
+    out = run()
     peak = _peak_mb(run)
     benchmark.group = _group("smollm2 decode", size)
-    out = benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=0)
+    replay(benchmark, times[impl])
     assert len(out) == len(prompt) + n_new and out[: len(prompt)] == prompt
     if impl == "transformers-fp32":
         _DECODED[size] = out
@@ -276,7 +289,8 @@ def test_smollm2_decode(benchmark, smollm2, size, impl):
         dtype="bf16" if "bf16" in impl else "fp32",
         same_tokens_as_baseline=out == _DECODED.get(size),
         note=f"time of generate(): the {len(prompt)}-token chat prompt's prefill plus {n_new} "
-        "decode steps; transformers: model.generate(do_sample=False, min_new_tokens=max_new_tokens)",
+        "decode steps; transformers: model.generate(do_sample=False, min_new_tokens=max_new_tokens); "
+        "rows timed interleaved",
         loadavg=os.getloadavg()[0],
     )  # fmt: skip
 
@@ -335,34 +349,41 @@ def _token_counts(sentences: list[str], batch: int) -> tuple[int, int, int]:
     return sum(n), in_order, by_length
 
 
+def _embed_run(minilm, impl: str, sentences: list[str], batch: int):
+    """() -> the (n, 384) normalized embeddings of ``sentences``, one row's way."""
+    from myllm101.hub.embed import embed
+
+    if impl == "sentence-transformers":
+        return lambda: minilm.encode(
+            sentences, batch_size=batch, convert_to_numpy=True, normalize_embeddings=True
+        )
+    if impl == "ours-fp32-input-order":  # before length sorting: one embed() call per batch
+        return lambda: np.concatenate([
+            embed(sentences[i : i + batch], batch_size=batch, dtype="fp32")
+            for i in range(0, len(sentences), batch)
+        ])  # fmt: skip
+    dtype = "auto" if impl == "ours-auto" else "fp32"
+    return lambda: embed(sentences, model="minilm", impl="fast", batch_size=batch, dtype=dtype)
+
+
 @pytest.mark.parametrize("impl", EMBED_IMPLS)
 @pytest.mark.parametrize("size", SIZE_IDS)
 def test_minilm_embed(benchmark, minilm, size, impl):
     from myllm101.device import choose_inference_dtype
-    from myllm101.hub.embed import embed
 
     _, _, n, (_, _, rounds) = SIZES[size]
     sentences, batch = embed_sentences(size, n), 32
-    dtype = "auto" if impl == "ours-auto" else "fp32"
-    if impl == "sentence-transformers":
-        run = lambda: minilm.encode(
-            sentences, batch_size=batch, convert_to_numpy=True, normalize_embeddings=True
-        )
-    elif impl == "ours-fp32-input-order":  # before length sorting: one embed() call per batch
-        run = lambda: np.concatenate([
-            embed(sentences[i : i + batch], batch_size=batch, dtype="fp32")
-            for i in range(0, len(sentences), batch)
-        ])  # fmt: skip
-    else:
-        run = lambda: embed(sentences, model="minilm", impl="fast", batch_size=batch, dtype=dtype)
-    vectors = run()  # warm-up
+    runs = {i: _embed_run(minilm, i, sentences, batch) for i in EMBED_IMPLS}
+    times = group_times("embed", size, runs, rounds)
+    run = runs[impl]
+    vectors = run()
     expected = minilm.encode(sentences, batch_size=batch, normalize_embeddings=True)
-    chosen = choose_inference_dtype(dtype)
+    chosen = choose_inference_dtype("auto" if impl == "ours-auto" else "fp32")
     # the same embeddings: fp32 to 1e-4 in cosine; bf16 to 1e-3 (tests/test_embed_batching.py)
     assert np.sum(vectors * expected, axis=1).min() > (0.999 if chosen.value == "bf16" else 0.9999)
     peak = _peak_mb(run)
     benchmark.group = _group("minilm embed", size)
-    benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=0)
+    replay(benchmark, times[impl])
     words = [len(s.split()) for s in sentences]
     real, in_order, by_length = _token_counts(sentences, batch)
     padded = in_order if impl == "ours-fp32-input-order" else by_length
@@ -385,7 +406,8 @@ def test_minilm_embed(benchmark, minilm, size, impl):
         f"normalize, batch {batch}; unsorted input "
         f"({'generated sentences' if size else 'train.txt order'}); tokens after padding: "
         f"{in_order} in input-order batches, {by_length} length-sorted, {real} real; dtype auto "
-        f"here: {choose_inference_dtype('auto').reason} (peak MB counts torch tensors only)",
+        f"here: {choose_inference_dtype('auto').reason} (peak MB counts torch tensors only); "
+        "rows timed interleaved",
         loadavg=os.getloadavg()[0],
     )  # fmt: skip
 

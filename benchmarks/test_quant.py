@@ -33,7 +33,9 @@ Linears is not runnable: its modules have no ``weight`` tensor, which our attent
 forward over 128 tokens; baseline ours-fp32). Every ours-* row records in extra_info: size on disk
 (model.safetensors of the saved quantized directory), perplexity on the Shakespeare test split and
 the stdlib slice (myllm101/quant/heldout.py, strided windows: quant/eval.py) and its change against
-ours-fp32, and peak memory (tensors + what one decode allocates).
+ours-fp32, and peak memory (tensors + what one decode allocates). The rows of each group are
+timed in one interleaved loop (benchmarks/interleave.py): each round runs every row once, the
+order rotating, so a drift of the machine's speed reaches every row alike.
 
 Targets: int8 weight-only <= +1% perplexity at ~4x smaller linear weights and decode >= 100
 tokens/s on SmolLM2; int8 decode >= 1.0x torch.ao's dynamic int8; GPTQ int4-g64 recovers at least
@@ -45,13 +47,14 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.util
+import gc
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from benchmarks.interleave import interleaved, replay
 from benchmarks.memory import peak_torch_mb
 from myllm101.fast.fuse import fused_copy
 
@@ -60,7 +63,7 @@ DATA = ROOT / "data/shakespeare"
 SCHEMES = ("int8", "w8a8", "int4-g64", "gptq-int4-g64")
 FRESH_STEPS = int(os.environ.get("MYLLM101_QUANT_FRESH_STEPS", "400"))  # see the docstring
 SIZES = {  # name -> (perplexity tokens per text, decode tokens, prefill tokens, rounds, train steps)
-    "": (4096, 32, 128, 3, FRESH_STEPS),
+    "": (4096, 32, 128, 7, FRESH_STEPS),
     "smoke": (96, 4, 16, 1, 3),
 }
 SIZE_IDS = [pytest.param(s, id=s or "full") for s in SIZES]
@@ -231,41 +234,73 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("size", "name", "impl"), CASES)
-def test_decode(benchmark, tmp_models, size, name, impl):
+def _decode_run(tmp_models: str, size: str, name: str, impl: str, prompt: list[int]):
+    """() -> the greedy tokens of one row's generate(): ours from its saved quantized directory
+    (fused projections; the -compiled rows compile in their first call), or a peer."""
     from myllm101.fast.generate import generate
-    from myllm101.quant.heldout import shakespeare_test, text_ids
 
-    _needs_data()
-    if "int4" in impl and importlib.util.find_spec("myllm101.fast.int4") is None:
-        pytest.skip("myllm101.fast.int4 is not there yet: no int4 rows")
-    _, n_new, _, rounds, _ = SIZES[size]
-    scheme = impl.removeprefix("ours-").removesuffix("-compiled")
-    _, tok, cfg, _ = quantized(name, size, "fp32", tmp_models)
-    prompt = text_ids(tok, shakespeare_test(DATA)[:2000], cfg.vocab_size)[:16]
+    n_new = SIZES[size][1]
     if impl.startswith("ours"):
+        scheme = impl.removeprefix("ours-").removesuffix("-compiled")
         model = fused_copy(quantized(name, size, scheme, tmp_models)[0])
-        compiled = impl.endswith("-compiled")  # the warm-up compiles (fast/compiled_decode.py)
-        run = lambda: generate(model, prompt, n_new, temperature=0, compile_step=compiled)  # noqa: E731
-        if compiled:
-            eager = generate(model, prompt, n_new, temperature=0)
+        compiled = impl.endswith("-compiled")
+
+        def run():
+            return generate(model, prompt, n_new, temperature=0, compile_step=compiled)
     else:
-        model = _peer(impl)
-        ids = torch.tensor([prompt])
+        model, ids = _peer(impl), torch.tensor([prompt])
 
         def run():
             return model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                  max_new_tokens=n_new, min_new_tokens=n_new)  # fmt: skip
+                                  max_new_tokens=n_new, min_new_tokens=n_new)[0].tolist()  # fmt: skip
 
-    run = torch.inference_mode()(run)
-    out = run()  # warm-up
+    return torch.inference_mode()(run)
+
+
+_ROWS: dict[
+    tuple[str, str, str], dict
+] = {}  # the current group's (kind, size, model) -> impl -> run
+_TIMES: dict[tuple[str, str, str], dict[str, list[float]]] = {}  # ... -> impl -> seconds per round
+
+
+def group_times(key: tuple[str, str, str], make_runs) -> tuple[dict, dict[str, list[float]]]:
+    """(runs, times): the group's rows built and timed in one interleaved loop by its first row
+    (the warm-up round compiles the -compiled rows); the previous group's models are dropped."""
+    if key not in _TIMES:
+        _ROWS.clear()
+        _TIMES.clear()
+        gc.collect()
+        _ROWS[key] = make_runs()
+        _TIMES[key] = interleaved(_ROWS[key], SIZES[key[1]][3], warmup=1)
+        gc.collect()
+    return _ROWS[key], _TIMES[key]
+
+
+@pytest.mark.parametrize(("size", "name", "impl"), CASES)
+def test_decode(benchmark, tmp_models, size, name, impl):
+    from myllm101.quant.heldout import shakespeare_test, text_ids
+
+    _needs_data()
+    n_new = SIZES[size][1]
+    scheme = impl.removeprefix("ours-").removesuffix("-compiled")
+    _, tok, cfg, _ = quantized(name, size, "fp32", tmp_models)
+    prompt = text_ids(tok, shakespeare_test(DATA)[:2000], cfg.vocab_size)[:16]
+    impls = [i for s, n, i in (p.values for p in CASES) if (s, n) == (size, name)]
+
+    def make_runs():
+        return {i: _decode_run(tmp_models, size, name, i, prompt) for i in impls}
+
+    runs, times = group_times(("decode", size, name), make_runs)
+    run = runs[impl]
+    out = run()
+    assert len(out) == len(prompt) + n_new and out[: len(prompt)] == prompt
+    info_tokens = {}
     if impl.endswith("-compiled"):
-        info_tokens = dict(same_tokens_as_eager=list(out) == list(eager))
-    else:
-        info_tokens = {}
+        info_tokens = dict(same_tokens_as_eager=out == runs[impl.removesuffix("-compiled")]())
     peak = peak_torch_mb(run)
+    gc.collect()
     benchmark.group = _group(f"{name} decode", size)
-    benchmark.pedantic(run, rounds=rounds, iterations=1)
+    replay(benchmark, times[impl])
     info = _accuracy(name, size, scheme, tmp_models) if impl.startswith("ours") else {}
     benchmark.extra_info.update(
         component="quant-decode", size=size or "full", impl=impl, model=name,
@@ -278,7 +313,7 @@ def test_decode(benchmark, tmp_models, size, name, impl):
         if name == "smollm2" else [],
         note="time of generate() incl. the 16-token prompt; ours-* rows: model loaded back from its "
         "saved quantized directory, projections fused but for int4; extra_info has size_mb, ppl_* "
-        "(strided windows), ppl_change_*",
+        "(strided windows), ppl_change_*; rows timed interleaved",
         loadavg=os.getloadavg()[0],
     )  # fmt: skip
 
@@ -292,21 +327,24 @@ def test_prefill(benchmark, tmp_models, size, name, impl):
     from myllm101.quant.heldout import shakespeare_test, text_ids
 
     _needs_data()
-    if "int4" in impl and importlib.util.find_spec("myllm101.fast.int4") is None:
-        pytest.skip("myllm101.fast.int4 is not there yet: no int4 rows")
-    _, _, n_prompt, rounds, _ = SIZES[size]
-    model, tok, cfg, _ = quantized(name, size, impl.removeprefix("ours-"), tmp_models)
-    model = fused_copy(model)
+    n_prompt = SIZES[size][2]
+    tok, cfg = quantized(name, size, "fp32", tmp_models)[1:3]
     ids = torch.tensor([text_ids(tok, shakespeare_test(DATA)[:8000], cfg.vocab_size)[:n_prompt]])
 
-    def run():
-        with torch.inference_mode():
-            return model(ids).logits
+    def prefill_run(scheme: str):
+        model = fused_copy(quantized(name, size, scheme, tmp_models)[0])
+        return torch.inference_mode()(lambda: model(ids).logits)
 
-    run()
+    runs, times = group_times(
+        ("prefill", size, name),
+        lambda: {i: prefill_run(i.removeprefix("ours-")) for i in ours(size, name)},
+    )
+    run = runs[impl]
+    assert run().shape == (1, ids.shape[1], cfg.vocab_size)
     peak = peak_torch_mb(run)
+    gc.collect()
     benchmark.group = _group(f"{name} prefill", size)
-    benchmark.pedantic(run, rounds=rounds, iterations=1)
+    replay(benchmark, times[impl])
     benchmark.extra_info.update(
         component="quant-prefill", size=size or "full", impl=impl, model=name,
         mode="forward over the prompt, batch 1", shape=f"prompt={ids.shape[1]}{_trained(name, size)}",

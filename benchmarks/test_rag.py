@@ -24,9 +24,9 @@ Groups (``benchmarks/ratio_report.py`` conventions):
   "dense top-k batch SIZE": one call with 64 queries. Ours must return faiss's rows (asserted
   wherever two neighbouring scores differ by more than float32 rounding, 1e-6).
 
-Query and dense rows alternate: before each timed round of one row, one untimed round of every
-other row runs (pytest-benchmark's ``setup``), so each timed round follows the other rows' work
-rather than a repeat of its own (a row's rounds still run one after another). Targets (issue
+The query and dense rows of a group are timed in one interleaved loop (benchmarks/interleave.py):
+each round runs every row once, the order rotating, with a short untimed pause before each call,
+so a drift of the machine's speed reaches every row alike. Targets (issue
 18): our fast BM25 queries within 1.5x of bm25s' time and >= 50x faster than rank_bm25; our
 dense top-k >= 0.8x faiss' speed with identical top-k.
 """
@@ -41,6 +41,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.interleave import interleaved, replay
 from benchmarks.memory import peak_numpy_mb, peak_torch_mb
 from benchmarks.rag_corpus import corpus_chunks, sample_queries, unit_vectors
 from myllm101.fast import bm25 as fast_bm25
@@ -50,7 +51,7 @@ from myllm101.reference import bm25 as ref_bm25
 from myllm101.reference import dense as ref_dense
 
 SIZES = {"smoke": 500, "10k": 10_000, "100k": 100_000}
-ROUNDS = {"smoke": (1, 2), "10k": (3, 7), "100k": (2, 5)}  # (build rounds, query rounds)
+ROUNDS = {"smoke": (1, 2), "10k": (3, 15), "100k": (2, 9)}  # (build rounds, query rounds)
 SIZE_IDS = [pytest.param(s, id=s) for s in SIZES]
 N_QUERIES, K, DIM = 20, 10, 384
 SINGLE, BATCH = 8, 64
@@ -137,20 +138,19 @@ def _peak(impl: str, run) -> float | None:
     return peak_torch_mb(run) if impl == "ours-fast" else peak_numpy_mb(run)
 
 
-SETTLE_S = 0.2  # after the other rows' round: their idle thread pools stop spinning
+# OpenBLAS (NumPy, the reference rows) and faiss's OpenMP threads busy-wait for a while after a
+# call; a row timed at once shared the cores with them (measured here: our 64-query 10k top-k took
+# 13.7 ms right after a NumPy row, 7.4 ms after this pause; faiss 24.2 and 16.5 ms). The pause
+# before each timed call lets every row start on idle cores.
+SETTLE_S = 0.2
+_TIMES: dict[str, dict[str, list[float]]] = {}  # group -> impl -> seconds per round
 
 
-def _alternating(others):
-    def the_others_first():  # untimed: one round of every other row, so the rows alternate
-        for run in others:
-            run()
-        # OpenBLAS (NumPy, the reference rows) and faiss's OpenMP threads busy-wait for a while
-        # after a call; a row timed at once shared the cores with them (measured here: our
-        # 64-query 10k top-k took 13.7 ms right after a NumPy row, 7.4 ms after this pause;
-        # faiss 24.2 and 16.5 ms). The pause lets every row start on idle cores.
-        time.sleep(SETTLE_S)
-
-    return the_others_first
+def group_times(group: str, runs: dict, rounds: int) -> dict[str, list[float]]:
+    """The rows' calls timed in one interleaved loop, once per group (by its first row)."""
+    if group not in _TIMES:
+        _TIMES[group] = interleaved(runs, rounds, warmup=1, pause=SETTLE_S)
+    return _TIMES[group]
 
 
 @pytest.mark.parametrize("impl", BM25_IMPLS)
@@ -188,14 +188,13 @@ def _check_against_rank_bm25(size: str) -> None:
 def test_bm25_query(benchmark, size, impl):
     if impl == "rank_bm25":
         _check_against_rank_bm25(size)
-    run = _bm25_query(impl, size)
-    others = [_bm25_query(other, size) for other in BM25_IMPLS if other != impl]
-    run()  # warm-up
+    group = f"bm25 query {size}"
+    runs = {i: _bm25_query(i, size) for i in BM25_IMPLS}
+    times = group_times(group, runs, ROUNDS[size][1])
+    run = runs[impl]
     peak = _peak(impl, run)
-    benchmark.group = f"bm25 query {size}"
-    benchmark.pedantic(
-        run, setup=_alternating(others), rounds=ROUNDS[size][1], iterations=1, warmup_rounds=0
-    )
+    benchmark.group = group
+    replay(benchmark, times[impl])
     docs_terms = bm25_inputs(size)[0]
     p50, p95 = latency_ms(impl, size)
     benchmark.extra_info.update(
@@ -205,7 +204,7 @@ def test_bm25_query(benchmark, size, impl):
         shape=f"{len(docs_terms)} chunks, {sum(map(len, docs_terms))} terms",
         baseline=impl == "rank_bm25", count=N_QUERIES, unit="queries", peak_mb=peak,
         target=BM25_TARGET, goals=BM25_GOALS,
-        note="rows alternate (one untimed round of every other row before each timed round); "
+        note="rows timed interleaved (each round runs every row once, the order rotating); "
         "ours == rank_bm25's top-10 scores (1e-9), checked in this run; bm25s scores its "
         "default 'lucene' variant (same postings work, other idf)",
         loadavg=os.getloadavg()[0],
@@ -263,15 +262,15 @@ def _same_top_k(ours, theirs) -> float:
 @pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
 @pytest.mark.parametrize("size", SIZE_IDS)
 def test_dense_top_k(benchmark, size, batch, impl):
-    run = _dense_run(impl, size, batch)
-    others = [_dense_run(other, size, batch) for other in DENSE_IMPLS if other != impl]
-    out = run()  # warm-up, and the rows to compare
-    same = 1.0 if impl.startswith("faiss") else _same_top_k(out, _dense_run(DENSE_IMPLS[0], size, batch)())  # fmt: skip
+    group = f"dense top-k {'batch ' if batch else ''}{size}"
+    runs = {i: _dense_run(i, size, batch) for i in DENSE_IMPLS}
+    times = group_times(group, runs, ROUNDS[size][1])
+    run = runs[impl]
+    out = run()  # the rows to compare
+    same = 1.0 if impl.startswith("faiss") else _same_top_k(out, runs[DENSE_IMPLS[0]]())
     peak = _peak(impl, run)
-    benchmark.group = f"dense top-k {'batch ' if batch else ''}{size}"
-    benchmark.pedantic(
-        run, setup=_alternating(others), rounds=ROUNDS[size][1], iterations=1, warmup_rounds=0
-    )
+    benchmark.group = group
+    replay(benchmark, times[impl])
     n_queries = BATCH if batch else SINGLE
     benchmark.extra_info.update(
         component="dense-top-k", size=size, impl=impl,
@@ -279,7 +278,7 @@ def test_dense_top_k(benchmark, size, batch, impl):
         shape=f"N={SIZES[size]} D={DIM} k={K} float32", baseline=impl == "faiss-flat-ip",
         count=n_queries, unit="queries", peak_mb=peak, dtype="fp32",
         same_top_k_as_faiss=round(same, 4), target=DENSE_TARGET, goals=DENSE_GOALS,
-        note="unit vectors (normalized=True: no normalisation in the timed call); rows "
-        "alternate; ours' rows == faiss' wherever their scores differ by > 1e-6 (asserted)",
+        note="unit vectors (normalized=True: no normalisation in the timed call); rows timed "
+        "interleaved; ours' rows == faiss' wherever their scores differ by > 1e-6 (asserted)",
         loadavg=os.getloadavg()[0],
     )  # fmt: skip

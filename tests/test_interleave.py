@@ -35,3 +35,15 @@ def test_replay_records_the_given_rounds(benchmark):
 def test_replay_refuses_missing_or_non_positive_durations(durations):
     with pytest.raises(ValueError, match="positive durations"):
         replay(None, durations)  # refused before the fixture is touched
+
+
+def test_interleaved_pauses_untimed_before_every_call(monkeypatch):
+    import benchmarks.interleave as mod
+
+    events = []
+    monkeypatch.setattr(mod.time, "sleep", lambda s: events.append(("sleep", s)))
+    fns = {name: (lambda name=name: events.append(name)) for name in "ab"}
+    times = interleaved(fns, rounds=1, warmup=1, pause=0.25)
+    pause = ("sleep", 0.25)
+    assert events == [pause, "a", pause, "b", pause, "b", pause, "a"]  # warm-up, then round 1
+    assert {k: len(v) for k, v in times.items()} == {"a": 1, "b": 1}
