@@ -34,7 +34,7 @@ from myllm101.bpe_patterns import GPT2_SPLIT_PATTERN  # noqa: E402
 from myllm101.fast.bpe import bpe_train as fast_train  # noqa: E402
 from myllm101.fast.bpe_merge import PairRanks  # noqa: E402
 from myllm101.reference.bpe import bpe_train as reference_train  # noqa: E402
-from myllm101.tokenizer import formats  # noqa: E402
+from myllm101.tokenizer import formats, hf_format  # noqa: E402
 from myllm101.tokenizer.pretrained import load_pretrained  # noqa: E402
 
 tiktoken = pytest.importorskip("tiktoken")
@@ -116,7 +116,7 @@ def gpt2_encoder(impl: str):
             special_tokens=ours.special_tokens,
         )
         return enc.encode_ordinary
-    tok = hf.Tokenizer.from_str(json.dumps(formats.to_hf_tokenizer_json(ours)))
+    tok = hf.Tokenizer.from_str(json.dumps(hf_format.to_hf_tokenizer_json(ours)))
     return lambda text: tok.encode(text).ids
 
 
@@ -171,7 +171,7 @@ def _hf_train(texts: list[str], vocab_size: int):
     tok.pre_tokenizer = hf.pre_tokenizers.Sequence(
         [
             hf.pre_tokenizers.Split(
-                hf.Regex(formats.hf_pattern(GPT2_SPLIT_PATTERN)), behavior="isolated"
+                hf.Regex(hf_format.hf_pattern(GPT2_SPLIT_PATTERN)), behavior="isolated"
             ),
             hf.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]

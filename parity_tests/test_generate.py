@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 
 from myllm101.config import GPTConfig, LlamaConfig
 from myllm101.fast import generate as fast_gen
-from myllm101.fast.generate import KVCache, generation_steps
+from myllm101.fast.generate import generation_steps
 from myllm101.fast.gpt import GPT
+from myllm101.fast.kv_cache import KVCache
 from myllm101.fast.llama import Llama
 from myllm101.reference import generate as ref_gen
 from myllm101.reference.gpt import ReferenceGPT

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from myllm101.bpe_patterns import GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN
 from myllm101.fast.bpe import bpe_train
-from myllm101.tokenizer import formats
+from myllm101.tokenizer import formats, hf_format
 from myllm101.tokenizer.pretrained import load_pretrained
 from parity_tests.helpers import examples
 
@@ -55,7 +55,7 @@ def tiktoken_of(tok):
 
 
 def hf_of(tok):
-    return hf_tokenizers.Tokenizer.from_str(json.dumps(formats.to_hf_tokenizer_json(tok)))
+    return hf_tokenizers.Tokenizer.from_str(json.dumps(hf_format.to_hf_tokenizer_json(tok)))
 
 
 HELD_OUT = corpus_slice("val", 30_000)
@@ -97,7 +97,7 @@ def test_tiktoken_export_gives_identical_ids(trained, tmp_path):
 
 
 def test_hf_export_gives_identical_ids(trained, tmp_path):
-    path = formats.save_hf_tokenizer_json(trained, tmp_path / "tokenizer.json")
+    path = hf_format.save_hf_tokenizer_json(trained, tmp_path / "tokenizer.json")
     hf = hf_tokenizers.Tokenizer.from_file(str(path))
     assert hf.encode(HELD_OUT).ids == trained.encode(HELD_OUT)
     for text in TRICKY:
@@ -108,8 +108,8 @@ def test_hf_export_gives_identical_ids(trained, tmp_path):
 
 
 def test_hf_import_of_our_export(trained, tmp_path):
-    path = formats.save_hf_tokenizer_json(trained, tmp_path / "tokenizer.json")
-    back = formats.load_hf_tokenizer_json(path, "reference")
+    path = hf_format.save_hf_tokenizer_json(trained, tmp_path / "tokenizer.json")
+    back = hf_format.load_hf_tokenizer_json(path, "reference")
     assert back.mergeable_ranks == trained.mergeable_ranks
     assert back.special_tokens == trained.special_tokens
     for text in [HELD_OUT[:5000], *TRICKY]:
@@ -142,11 +142,11 @@ def hf_of_cached(tok):
 
 
 def test_gpt2_through_our_loader_to_hf(gpt2, tmp_path):
-    path = formats.save_hf_tokenizer_json(gpt2, tmp_path / "tokenizer.json")
+    path = hf_format.save_hf_tokenizer_json(gpt2, tmp_path / "tokenizer.json")
     hf = hf_tokenizers.Tokenizer.from_file(str(path))
     for text in [HELD_OUT, *TRICKY]:
         assert hf.encode(text).ids == gpt2.encode_ordinary(text), repr(text[:40])
-    back = formats.load_hf_tokenizer_json(path)
+    back = hf_format.load_hf_tokenizer_json(path)
     assert (
         back.mergeable_ranks == gpt2.mergeable_ranks and back.special_tokens == gpt2.special_tokens
     )
@@ -154,19 +154,19 @@ def test_gpt2_through_our_loader_to_hf(gpt2, tmp_path):
 
 def test_hf_pattern_translation():
     # possessive marks dropped (but not the quantifier before them), $ -> \z, {1,3}+ -> {1,3}
-    assert formats.hf_pattern(r"\p{L}++|\p{N}{1,3}+|\s++$|(?i:'s)|[+$]") == (
+    assert hf_format.hf_pattern(r"\p{L}++|\p{N}{1,3}+|\s++$|(?i:'s)|[+$]") == (
         r"\p{L}+|\p{N}{1,3}|\s+\z|(?i:'s)|[+$]"
     )
 
 
 def test_merge_of_picks_the_bpe_split():
     ranks = {bytes([b]): b for b in range(256)} | {b"ab": 256, b"bc": 257, b"abc": 258}
-    assert formats.merge_of(b"abc", ranks) == (b"ab", b"c")
+    assert hf_format.merge_of(b"abc", ranks) == (b"ab", b"c")
     bad = {bytes([b]): b for b in range(256)} | {b"abc": 256}
     with pytest.raises(
         ValueError, match=r"expected to be the merge of two lower-ranked tokens, got 3"
     ):
-        formats.merge_of(b"abc", bad)
+        hf_format.merge_of(b"abc", bad)
 
 
 # ---- bad files --------------------------------------------------------------------------------
@@ -231,11 +231,11 @@ def test_hf_non_bpe_is_refused(tmp_path):
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps({"model": {"type": "WordPiece", "vocab": {}}}))
     with pytest.raises(ValueError, match="expected model type BPE .*got WordPiece"):
-        formats.load_hf_tokenizer_json(path)
+        hf_format.load_hf_tokenizer_json(path)
     path.write_text(json.dumps({"model": {"type": "BPE", "vocab": {}, "merges": []},
                                 "pre_tokenizer": {"type": "Whitespace"}}))  # fmt: skip
     with pytest.raises(ValueError, match=r"expected a byte-level BPE .*got \['Whitespace'\]"):
-        formats.load_hf_tokenizer_json(path)
+        hf_format.load_hf_tokenizer_json(path)
     path.write_text('{"model": {"type": "BP')
     with pytest.raises(ValueError, match="expected a tokenizer.json \\(JSON\\), got a parse error"):
-        formats.load_hf_tokenizer_json(path)
+        hf_format.load_hf_tokenizer_json(path)

@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 from myllm101.config import LlamaConfig
 from myllm101.fast.bert import Bert
 from myllm101.fast.fuse import fuse_for_inference, fuse_linears, is_fused, unfuse
-from myllm101.fast.generate import KVCache, generate, generation_steps
+from myllm101.fast.generate import generate, generation_steps
 from myllm101.fast.gpt import GPT
+from myllm101.fast.kv_cache import KVCache
 from myllm101.fast.linear import Linear
 from myllm101.fast.llama import Llama
 from parity_tests.helpers import TOL, assert_close, examples, seeds

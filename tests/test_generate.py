@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from myllm101.config import get_preset
-from myllm101.fast.generate import KVCache, generate, generation_steps, stream
+from myllm101.fast.generate import generate, generation_steps, stream
 from myllm101.fast.gpt import GPT
+from myllm101.fast.kv_cache import KVCache
 from myllm101.fast.llama import Llama
 
 MODELS = {"gpt": (GPT, "gpt-tiny"), "llama": (Llama, "llama-tiny")}  # block_size 16, vocab 97

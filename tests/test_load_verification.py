@@ -32,7 +32,7 @@ from myllm101.bpe_patterns import GPT2_SPLIT_PATTERN
 from myllm101.cli_util import guarded
 from myllm101.fast.bpe import bpe_train
 from myllm101.tokenizer import cli as tokenizer_cli
-from myllm101.tokenizer import formats
+from myllm101.tokenizer import formats, hf_format
 from myllm101.train import TrainConfig, Trainer
 from myllm101.train import checkpoint as ckpt
 from myllm101.train import cli as train_cli
@@ -281,12 +281,12 @@ def test_pattern_that_does_not_compile(saved, tokenizer, version, capsys):
 
 
 def test_hf_tokenizer_json_pattern_that_does_not_compile(tokenizer, tmp_path):
-    d = formats.to_hf_tokenizer_json(tokenizer)
+    d = hf_format.to_hf_tokenizer_json(tokenizer)
     d["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(unclosed"
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps(d))
     with pytest.raises(ValueError, match="tokenizer.json: the split pattern does not compile"):
-        formats.load_hf_tokenizer_json(path)
+        hf_format.load_hf_tokenizer_json(path)
 
 
 def test_tokenizer_train_out_existing_file(tmp_path, capsys):

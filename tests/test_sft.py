@@ -292,7 +292,7 @@ def test_packed_mask_through_the_model_equals_each_example_alone(model_type):
 
 
 def test_a_packed_mask_with_a_kv_cache_or_a_wrong_shape_is_refused():
-    from myllm101.fast.generate import KVCache
+    from myllm101.fast.kv_cache import KVCache
 
     model = tiny_llama(101).eval()
     ids = torch.tensor([[5, 6, 7]])

@@ -262,7 +262,8 @@ class AutoTokenizer:
         """ "gpt2" | "cl100k_base" | "o200k_base" | "smollm2" | "minilm" | a directory holding
         myllm101_tokenizer.json, tokenizer.json (byte-level BPE) or vocab.txt (WordPiece); a run
         directory's model or an adapter's base."""
-        from myllm101.tokenizer.formats import FILENAME, load_hf_tokenizer_json, load_tokenizer
+        from myllm101.tokenizer.formats import FILENAME, load_tokenizer
+        from myllm101.tokenizer.hf_format import load_hf_tokenizer_json
         from myllm101.tokenizer.pretrained import PRETRAINED, load_pretrained
 
         if isinstance(spec, str) and spec in PRETRAINED:

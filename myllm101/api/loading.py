@@ -190,7 +190,7 @@ def _load_hf(directory: Path, task: str) -> Loaded:
     model.load_state_dict(ours)
     tok, extra = None, []
     if (directory / "tokenizer.json").is_file() and cfg.model_type != "bert":
-        from myllm101.tokenizer.formats import load_hf_tokenizer_json
+        from myllm101.tokenizer.hf_format import load_hf_tokenizer_json
 
         tok = load_hf_tokenizer_json(directory / "tokenizer.json")
     elif (directory / "vocab.txt").is_file():

@@ -22,7 +22,7 @@ biases, and the two projections that write into the residual stream (attn.c_proj
 scaled by 1/sqrt(2 * n_layer), so the residual's variance does not grow with depth.
 
 Generation: ``forward(ids, kv_cache=cache)`` appends the new tokens' keys/values to a
-``fast.generate.KVCache`` and attends to everything cached; positions continue from the cache's
+``fast.kv_cache.KVCache`` and attends to everything cached; positions continue from the cache's
 length, or come per row from ``position_ids`` (left-padded batches). See fast/generate.py.
 ``decode_step(ids, cache)`` is the same computation for one new token per row, written for speed
 as Llama's is (fast/llama.py): the same torch ops in the same order, without ``forward``'s input
@@ -173,7 +173,7 @@ class GPT(nn.Module):
         attention_mask: (B, T), 1/True = real token (padding keys are never attended to); with
             a kv_cache it covers the cached tokens too: (B, past + T).
         labels: (B, T), usually input_ids; -100 marks positions without a target.
-        kv_cache: a ``fast.generate.KVCache``: the new tokens attend to the cached ones, their
+        kv_cache: a ``fast.kv_cache.KVCache``: the new tokens attend to the cached ones, their
             keys/values are appended, and the cache's length grows by T.
         position_ids: (B, T) positions per row (left padding: cumsum(mask) - 1); None =
             past .. past + T - 1 for every row.

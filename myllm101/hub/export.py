@@ -21,7 +21,7 @@ both transformers and convert.py:
 A tied weight (GPT's head, BERT's MLM decoder, a tied LLaMA head) is written once, as
 transformers writes it: ``tie_word_embeddings`` ties it again on load.
 
-Tokenizer (``save_hf_tokenizer``): our byte-level BPE as ``tokenizer.json`` (tokenizer/formats.py
+Tokenizer (``save_hf_tokenizer``): our byte-level BPE as ``tokenizer.json`` (tokenizer/hf_format.py
 ``to_hf_tokenizer_json``, with the special tokens also in the vocab: HF ``tokenizers`` renumbers an
 added token whose id its vocab lacks, e.g. SmolLM2's <|im_start|> = 1, past the vocab) and a
 ``tokenizer_config.json`` naming ``PreTrainedTokenizerFast``, so ``AutoTokenizer.from_pretrained``
@@ -207,7 +207,8 @@ def save_hf_tokenizer(tokenizer, directory: str | Path, model_max_length: int | 
     our BPE (or a GGUF tokenizer's BPE) -> tokenizer.json; a WordPiece one -> vocab.txt (copied
     from ``vocab_file``). Returns the files written."""
     from myllm101.fast.bpe import Tokenizer
-    from myllm101.tokenizer.formats import to_hf_tokenizer_json, write_atomic
+    from myllm101.tokenizer.formats import write_atomic
+    from myllm101.tokenizer.hf_format import to_hf_tokenizer_json
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from myllm101.config import LlamaConfig
-from myllm101.tokenizer.formats import HF_BYTELEVEL_REGEX, hf_to_bytes
+from myllm101.tokenizer.hf_format import HF_BYTELEVEL_REGEX, hf_to_bytes
 
 # tokenizer.ggml.pre -> the split regex (the ones transformers maps to GPT-2's ByteLevel regex)
 PRE_TOKENIZER_PATTERNS = {"smollm": HF_BYTELEVEL_REGEX, "gpt2": HF_BYTELEVEL_REGEX}

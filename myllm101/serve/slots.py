@@ -6,7 +6,7 @@
     cache.decode_rows(4, n_active=3)   # the next step: one token for each of slots 0..3
     logits = decode_rows_step(model, last_ids, cache)     # serve/decode.py
 
-fast/generate.py's ``KVCache`` keeps one length for the whole batch (left padding lines every row
+fast/kv_cache.py's ``KVCache`` keeps one length for the whole batch (left padding lines every row
 up in the last column). A server's rows start and end at different times, so here every slot has
 its own ``lengths[s]``: a decoding step writes row r's new key at position lengths[r] (its own
 next position), and row r's query attends to keys 0 .. lengths[r] of its own slot only.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from myllm101.fast.generate import cache_shape
+from myllm101.fast.kv_cache import cache_shape
 
 
 class SlotKVCache:
