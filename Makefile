@@ -74,6 +74,7 @@ bench: install data
 	MYLLM101_QUANT_FRESH_STEPS=3000 $(BENCH) benchmarks/test_quant.py -k "fresh and not smoke" \
 		--benchmark-json=benchmarks/results/quant-fresh.json
 	$(PY) -m benchmarks.quant_report benchmarks/results/quant-fresh.json --name QUANT-fresh
+	test -f data/finetune/manifest.json || $(PY) -m myllm101.finetune.tasks data/finetune
 	$(BENCH) benchmarks/test_finetune.py -k "not smoke" --benchmark-json=benchmarks/results/finetune.json
 	$(PY) -m benchmarks.ratio_report benchmarks/results/finetune.json --name FINETUNE --title "Fine-tuning"
 	$(PY) -m benchmarks.finetune_budget --out benchmarks/results/finetune_budget.raw.json --report benchmarks/results/FINETUNE.md
