@@ -257,10 +257,9 @@ def _decode_run(tmp_models: str, size: str, name: str, impl: str, prompt: list[i
     return torch.inference_mode()(run)
 
 
-_ROWS: dict[
-    tuple[str, str, str], dict
-] = {}  # the current group's (kind, size, model) -> impl -> run
-_TIMES: dict[tuple[str, str, str], dict[str, list[float]]] = {}  # ... -> impl -> seconds per round
+# the current group only: (kind, size, model) -> impl -> its run / its seconds per round
+_ROWS: dict[tuple[str, str, str], dict] = {}
+_TIMES: dict[tuple[str, str, str], dict[str, list[float]]] = {}
 
 
 def group_times(key: tuple[str, str, str], make_runs) -> tuple[dict, dict[str, list[float]]]:
