@@ -26,8 +26,8 @@
 # and a **test** split looked at once at the end. **Early stopping** keeps the best val state on
 # disk and stops after `patience` evaluations without a new best.
 #
-# [finetune/run.py](../myllm101/finetune/run.py) does all of that (`prepare_model`, `finetune`,
-# `BestSaver`); `myllm101 finetune --base minilm --task classify` runs it on MiniLM and Shakespeare
+# [finetune/run.py](../myllm101/finetune/run.py) does all of that (`prepare_model`, `finetune`;
+# `BestSaver` in finetune/best.py); `myllm101 finetune --base minilm --task classify` runs it on MiniLM and Shakespeare
 # genres. To run in seconds, this notebook fine-tunes a tiny BERT on a synthetic task, then checks
 # the trained classifier against the NumPy reference BERT
 # ([reference/bert.py](../myllm101/reference/bert.py)).
@@ -42,7 +42,8 @@ from IPython.display import Image
 
 from myllm101.config import BertConfig
 from myllm101.fast.bert import Bert
-from myllm101.finetune.run import BestSaver, FinetuneConfig, evaluate, finetune, prepare_model
+from myllm101.finetune.best import BestSaver
+from myllm101.finetune.run import FinetuneConfig, evaluate, finetune, prepare_model
 from myllm101.reference.bert import ReferenceBert
 from myllm101.train.metrics import read_metrics
 

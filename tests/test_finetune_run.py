@@ -12,9 +12,10 @@ from myllm101.config import BertConfig, LlamaConfig
 from myllm101.fast.bert import Bert
 from myllm101.fast.llama import Llama
 from myllm101.fast.lora import Int8LoRALinear
-from myllm101.finetune import run
+from myllm101.finetune import adapted, run
 from myllm101.finetune.adapters import WEIGHTS_NAME, lora_modules
-from myllm101.finetune.run import BestSaver, FinetuneConfig, evaluate, finetune, prepare_model
+from myllm101.finetune.best import BestSaver
+from myllm101.finetune.run import FinetuneConfig, evaluate, finetune, prepare_model
 from myllm101.train.checkpoint import TMP_PREFIX, load_model, verify_checkpoint
 from myllm101.train.metrics import read_metrics
 
@@ -346,14 +347,14 @@ def test_plain_linears_after_merge_and_bf16_decoding():
 
     model = prepare_model(tiny_llama(), "sft", "lora", r=4, alpha=8, dropout=0.0).eval()
     with pytest.raises(ValueError, match="expected a merged LoRA layer"):
-        run.plain_linears(model)
+        adapted.plain_linears(model)
     with torch.no_grad():
         for m in lora_modules(model).values():
             m.lora_B.normal_()
     x = torch.randint(0, V, (2, 8), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = model(x).logits
-        run.plain_linears(merge_lora(model))
+        adapted.plain_linears(merge_lora(model))
         got = model(x).logits
     assert not lora_modules(model)
     # float32: W + s B A rounded once per weight, then the same GEMMs: 1e-5

@@ -97,7 +97,8 @@ def test_classify_sweep_end_to_end(bert_dir, genre_data, tmp_path, capsys):  # n
 def test_test_score_is_the_selected_best_state(bert_dir, genre_data, tmp_path):  # noqa: F811
     """The sweep's test number equals evaluating that point's best/ state independently."""
     from myllm101.finetune import cli as ft_cli
-    from myllm101.finetune.run import BestSaver, evaluate, prepare_model, resize_classifier
+    from myllm101.finetune.best import BestSaver
+    from myllm101.finetune.run import evaluate, prepare_model, resize_classifier
     from myllm101.quant.eval import load_any
 
     out = tmp_path / "sweep"

@@ -139,8 +139,8 @@ def _load_ours(path: Path, task: str) -> Loaded:
 
 
 def _labels(directory: Path) -> list[str] | None:
-    """Class names a fine-tuned classifier recorded (finetune/run.py's finetune.json)."""
-    from myllm101.finetune.run import INFO_FILE
+    """Class names a fine-tuned classifier recorded (finetune/best.py's finetune.json)."""
+    from myllm101.finetune.best import INFO_FILE
 
     for cand in (directory / INFO_FILE, directory.parent / INFO_FILE):
         if cand.is_file():
@@ -229,8 +229,9 @@ def _load_adapter(path: Path, task: str, merge: bool) -> Loaded:
     """The adapter's base (its recorded base_name), the adapter on it (base hash checked)."""
     from safetensors.torch import load_file
 
+    from myllm101.finetune.adapted import plain_linears
     from myllm101.finetune.adapters import CONFIG_NAME, OUR_KEY, load_adapter, merge_lora
-    from myllm101.finetune.run import HEAD_FILE, INFO_FILE, plain_linears
+    from myllm101.finetune.best import HEAD_FILE, INFO_FILE
     from myllm101.train.checkpoint import MANIFEST, verify_checkpoint
 
     directory = adapter_dir(path)

@@ -270,7 +270,8 @@ def prepare_data(args: argparse.Namespace, with_test: bool) -> Prepared:
 
 def build_run(args: argparse.Namespace, prep: Prepared, method: str, lr: float, r: int):
     """-> (model prepared for ``method``, FinetuneConfig, BestSaver) on a fresh base."""
-    from myllm101.finetune.run import BestSaver, FinetuneConfig, prepare_model, resize_classifier
+    from myllm101.finetune.best import BestSaver
+    from myllm101.finetune.run import FinetuneConfig, prepare_model, resize_classifier
 
     loaded = prep.fresh_base()
     if prep.num_labels is not None:

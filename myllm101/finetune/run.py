@@ -23,7 +23,7 @@ RUN_DIR holds (the same names as ``myllm101 train``'s run directory):
                     "best": bool} per evaluation; {"event": "early_stop" | "test", ...}
     loss.png        train loss and val loss against the step
     summary.json    options, steps, the best step and its val scores, the test scores (or null)
-    best/           lora, qlora: adapter_config.json + adapter_model.safetensors (PEFT's format,
+    best/           (finetune/best.py) lora, qlora: adapter_config.json + adapter_model.safetensors (PEFT's format,
                     finetune/adapters.py), and head.safetensors (the trained pooler + classifier,
                     classify only); full: config.json + model.safetensors (+ tokenizer, vocab.txt),
                     as ``load_model`` reads them. Always finetune.json ({"base", "method", "task",
@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,14 +44,12 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from myllm101.checks.finetune import check_finetune_options
 from myllm101.data.collate import IGNORE_INDEX
+from myllm101.finetune.best import HEAD_MODULES, BestSaver
 
-HEAD_MODULES = ("pooler", "classifier")  # BERT's classification head: trained in full by lora too
-HEAD_FILE, INFO_FILE = "head.safetensors", "finetune.json"
 # int8 base for qlora: every Linear but the heads (lm_head may be tied; BERT's stay float to train)
 QLORA_SKIP = ("lm_head", "pooler", "classifier", "mlm_head.*")
 HIGHER_IS_BETTER = {"loss": False, "accuracy": True, "macro_f1": True}
@@ -165,12 +162,6 @@ def qlora_skip(model: nn.Module) -> tuple[str, ...]:
     return tuple(p for p in QLORA_SKIP if p == "lm_head" or any(fnmatchcase(n, p) for n in names))
 
 
-def head_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable head's tensors (pooler + classifier) by state_dict name."""
-    return {k: t.detach().cpu().contiguous() for k, t in model.state_dict().items()
-            if k.split(".")[0] in HEAD_MODULES}  # fmt: skip
-
-
 # ----------------------------------------------------------------------------------------------
 # one step, one evaluation
 
@@ -225,77 +216,6 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
     return value > best if HIGHER_IS_BETTER[metric] else value < best
-
-
-# ----------------------------------------------------------------------------------------------
-# the best state on disk
-
-
-@dataclass
-class BestSaver:
-    """Writes the model's state as RUN_DIR/best/ (module docstring) and reads it back.
-
-    method: "full" | "lora" | "qlora"; base: what the base was ("smollm2", "minilm", a directory);
-    model_cfg / tokenizer / extra_files: for ``full`` (the tokenizer saved when it is ours).
-    """
-
-    method: str
-    base: str | None = None
-    task: str = "sft"
-    labels: list[str] | None = None
-    model_cfg: object = None
-    tokenizer: object = None
-    extra_files: Sequence[Path] = ()
-
-    def info(self, model: nn.Module) -> dict:
-        q = getattr(model, "quantization", None)
-        return {"base": self.base, "method": self.method, "task": self.task,
-                "labels": self.labels, "quantization": q}  # fmt: skip
-
-    def save(self, model: nn.Module, directory: Path) -> Path:
-        """Written atomically (``train.checkpoint.write_dir_atomically``): a crash mid-save
-        leaves the previous best intact."""
-        from myllm101.finetune.adapters import save_adapter
-        from myllm101.train.checkpoint import save_model_files, write_dir_atomically
-
-        def fill(tmp: Path) -> None:
-            if self.method == "full":
-                save_model_files(tmp, model, self.model_cfg or model.cfg, None, self._our_tok())
-                for src in self.extra_files:
-                    shutil.copyfile(src, tmp / Path(src).name)
-            else:
-                save_adapter(model, tmp, base_name=self.base)
-                head = head_state(model) if self.task == "classify" else {}
-                if head:
-                    save_file(head, tmp / HEAD_FILE, metadata={"format": "pt"})
-            (tmp / INFO_FILE).write_text(json.dumps(self.info(model), indent=2) + "\n")
-
-        return write_dir_atomically(directory, fill)
-
-    def _our_tok(self):
-        from myllm101.fast.bpe import Tokenizer
-
-        return self.tokenizer if isinstance(self.tokenizer, Tokenizer) else None
-
-    def restore(self, model: nn.Module, directory: Path) -> nn.Module:
-        """Load the saved best state into ``model`` (the same model, still prepared), after
-        checking the directory's manifest."""
-        from myllm101.finetune.adapters import CONFIG_NAME, WEIGHTS_NAME, load_adapter
-        from myllm101.train.checkpoint import MODEL_FILES, load_weights, verify_checkpoint
-
-        directory = Path(directory)
-        if self.method == "full":
-            verify_checkpoint(directory, required=MODEL_FILES)
-            load_weights(model, directory)
-            return model
-        verify_checkpoint(directory, required=(CONFIG_NAME, WEIGHTS_NAME))
-        load_adapter(model, directory)
-        if (directory / HEAD_FILE).is_file():
-            missing, unexpected = model.load_state_dict(load_file(directory / HEAD_FILE),
-                                                        strict=False)  # fmt: skip
-            if unexpected:
-                raise ValueError(f"{directory / HEAD_FILE}: unexpected tensors {unexpected}")
-        return model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -453,72 +373,3 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  test (best state): {scores}")
     lines.append(f"  best state: {summary['best_dir']}")
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------
-# a fine-tuned SmolLM2 for generation
-
-
-def resolve_adapter_dir(path: str | Path) -> Path:
-    """An adapter directory: ``path`` itself, or a run directory's best/."""
-    from myllm101.finetune.adapters import CONFIG_NAME
-
-    path = Path(path)
-    for cand in (path, path / "best"):
-        if (cand / CONFIG_NAME).is_file():
-            return cand
-    raise FileNotFoundError(
-        f"{path}: expected an adapter directory ({CONFIG_NAME}) or a finetune run directory "
-        f"(best/{CONFIG_NAME}), found neither"
-    )
-
-
-def load_adapted_smollm2(adapter: str | Path, dtype: str = "fp32") -> tuple[nn.Module, object, str]:
-    """(model, tokenizer, dtype used) for SmolLM2 with an adapter: a fresh float32 base (int8 for
-    a qlora adapter, quantized as the run did), the adapter loaded onto it (the base hash is
-    checked), then merged and cast to ``dtype`` ("fp32" | "bf16"); an int8 base keeps the
-    adapter unmerged in float32."""
-    from myllm101.finetune.adapters import CONFIG_NAME, WEIGHTS_NAME, load_adapter, merge_lora
-    from myllm101.hub.smollm2 import DTYPES
-    from myllm101.quant.eval import load_any
-    from myllm101.train.checkpoint import MANIFEST, verify_checkpoint
-
-    directory = resolve_adapter_dir(adapter)
-    if (directory / MANIFEST).is_file():
-        verify_checkpoint(directory, required=(CONFIG_NAME, WEIGHTS_NAME))
-    info = {}
-    if (directory / INFO_FILE).is_file():
-        info = json.loads((directory / INFO_FILE).read_text())
-    if info.get("task") == "classify":
-        raise ValueError(f"{directory}: a classification adapter, expected one for generation")
-    loaded = load_any("smollm2")
-    model = loaded.model
-    q = info.get("quantization")
-    if q:
-        from myllm101.quant.quantize import quantize
-
-        quantize(model, q["scheme"], skip=q.get("skip") or qlora_skip(model))
-    load_adapter(model, directory)
-    if q:
-        return model.eval(), loaded.tokenizer, f"{q['scheme']} base + float32 adapter (qlora)"
-    merge_lora(model)
-    plain_linears(model)
-    return model.to(DTYPES[dtype]).eval(), loaded.tokenizer, dtype
-
-
-def plain_linears(model: nn.Module) -> nn.Module:
-    """Replace every merged LoRA layer by an ``nn.Linear`` holding its (merged) weight and bias,
-    in place: the model is then the plain architecture again, and its fast decoding path (which
-    casts activations to the weights' dtype only for plain Linears) applies."""
-    from myllm101.finetune.adapters import lora_modules
-
-    for name, layer in lora_modules(model).items():
-        if not layer.merged:
-            raise ValueError(f"{name}: expected a merged LoRA layer (merge_lora first)")
-        linear = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
-                           device="meta")  # fmt: skip
-        linear.weight = nn.Parameter(layer.weight.detach(), requires_grad=False)
-        if layer.bias is not None:
-            linear.bias = nn.Parameter(layer.bias.detach(), requires_grad=False)
-        model.set_submodule(name, linear)
-    return model

@@ -78,7 +78,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _generate_adapted(args: argparse.Namespace, choice) -> str:
     """SmolLM2 with the LoRA adapter ``args.adapter`` loaded (and merged): its generated text."""
-    from myllm101.finetune.run import load_adapted_smollm2
+    from myllm101.finetune.adapted import load_adapted_smollm2
     from myllm101.hub.smollm2 import chat_prompt, generate_ids
 
     model, tok, used = load_adapted_smollm2(args.adapter, choice.value)

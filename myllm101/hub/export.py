@@ -60,7 +60,7 @@ def _plain_model(model: nn.Module) -> None:
     if any(".lora_A" in n or ".lora_B" in n for n in names):
         raise ValueError(
             "model: expected a model without LoRA layers, got one with them; merge_lora(model) "
-            "and finetune.run.plain_linears(model) first, or save the adapter (PEFT format)"
+            "and finetune.adapted.plain_linears(model) first, or save the adapter (PEFT format)"
         )
     if any("qkv_proj" in n or "gate_up_proj" in n for n in names):
         raise ValueError("model: its projections are fused (fast.fuse); export the unfused model")
