@@ -14,9 +14,10 @@ stay what they are for any other benchmark.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 
 def interleaved(
@@ -38,6 +39,33 @@ def interleaved(
             if r >= warmup:
                 times[name].append(time.perf_counter() - t0)
     return times
+
+
+class Groups:
+    """Each group's rows timed once, by whichever of its rows' tests runs first; the others reuse
+    its calls and times. ``one_at_a_time`` drops the previous group's calls (and the models they
+    hold) before building the next group's."""
+
+    def __init__(self, one_at_a_time: bool = False):
+        self.one_at_a_time = one_at_a_time
+        self.runs: dict[Hashable, dict[str, Callable[[], object]]] = {}
+        self.times: dict[Hashable, dict[str, list[float]]] = {}
+
+    def timed(
+        self, key: Hashable, make_runs: Callable[[], dict[str, Callable[[], object]]],
+        rounds: int, pause: float = 0.0,
+    ) -> tuple[dict[str, Callable[[], object]], dict[str, list[float]]]:  # fmt: skip
+        """(the group's calls by row, their seconds per round): built by ``make_runs`` and timed
+        by ``interleaved`` after one warm-up round (the -compiled rows compile there)."""
+        if key not in self.times:
+            if self.one_at_a_time:
+                self.runs.clear()
+                self.times.clear()
+                gc.collect()
+            self.runs[key] = make_runs()
+            self.times[key] = interleaved(self.runs[key], rounds, warmup=1, pause=pause)
+            gc.collect()  # the warm-up's garbage, now rather than inside a row's own measurements
+        return self.runs[key], self.times[key]
 
 
 def replay(benchmark, durations: list[float], result: object = None) -> object:

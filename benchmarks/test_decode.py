@@ -43,7 +43,7 @@ import time
 import pytest
 import torch
 
-from benchmarks.interleave import interleaved, replay
+from benchmarks.interleave import Groups, replay
 from benchmarks.memory import peak_torch_mb
 from benchmarks.test_hub import DECODE_CHAT, _gguf_path, _shape, load_ours, load_transformers
 
@@ -152,17 +152,7 @@ def _runner(models, impl: str, prompt: list[int], n_new: int):
 
 
 _TOKENS: dict[str, list[int]] = {}  # size -> transformers' tokens (recorded: same tokens?)
-_TIMES: dict[str, dict[str, list[float]]] = {}  # size -> impl -> seconds per round
-
-
-def decode_times(models, size: str, prompt: list[int]) -> dict[str, list[float]]:
-    """Every row's generation timed in one interleaved loop, once per size (by its first row)."""
-    if size not in _TIMES:
-        n_new, _, rounds = SIZES[size]
-        runs = {impl: _runner(models, impl, prompt, n_new) for impl in IMPLS}
-        _TIMES[size] = interleaved(runs, rounds, warmup=1)  # warm-up: the compiled row compiles
-        gc.collect()
-    return _TIMES[size]
+GROUPS = Groups()  # size -> every row's generation, timed interleaved
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -173,8 +163,10 @@ def test_smollm2_decode_fp32(benchmark, models, size, impl):
     n_new = SIZES[size][0]
     tok, cfg = models["tokenizer"], models["ours-fp32"].cfg
     prompt = tok.encode(chat_prompt(DECODE_CHAT))
-    times = decode_times(models, size, prompt)
-    mine = _runner(models, impl, prompt, n_new)
+    runs, times = GROUPS.timed(
+        size, lambda: {i: _runner(models, i, prompt, n_new) for i in IMPLS}, SIZES[size][2]
+    )
+    mine = runs[impl]
     out = mine()
     if impl == "transformers-fp32":
         _TOKENS[size] = out

@@ -53,7 +53,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.interleave import interleaved, replay
+from benchmarks.interleave import Groups, replay
 from benchmarks.memory import peak_torch_mb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,15 +179,7 @@ def _peak_mb(run) -> float:
     return peak
 
 
-_TIMES: dict[tuple[str, str], dict[str, list[float]]] = {}  # (group, size) -> impl -> seconds
-
-
-def group_times(group: str, size: str, runs: dict, rounds: int) -> dict[str, list[float]]:
-    """The rows' functions timed in one interleaved loop, once per group (by its first row)."""
-    if (group, size) not in _TIMES:
-        _TIMES[group, size] = interleaved(runs, rounds, warmup=1)
-        gc.collect()
-    return _TIMES[group, size]
+GROUPS = Groups()  # (group, size) -> its rows' calls, timed interleaved
 
 
 def _prefill_ids(tok, n: int) -> list[int]:
@@ -215,8 +207,11 @@ def test_smollm2_prefill(benchmark, smollm2, size, impl):
     n_prompt, _, _, (rounds, _, _) = SIZES[size]
     ours_cfg = smollm2["ours-fp32"].cfg
     ids = torch.tensor([_prefill_ids(smollm2["tokenizer"], n_prompt)])
-    runs = {name: _prefill_run(smollm2[name], name, ids) for name in SMOLLM2_IMPLS}
-    times = group_times("prefill", size, runs, rounds)
+    runs, times = GROUPS.timed(
+        ("prefill", size),
+        lambda: {name: _prefill_run(smollm2[name], name, ids) for name in SMOLLM2_IMPLS},
+        rounds,
+    )
     run = runs[impl]
     logits = run()
     peak = _peak_mb(run)
@@ -271,8 +266,10 @@ def test_smollm2_decode(benchmark, smollm2, size, impl):
     tok, cfg = smollm2["tokenizer"], smollm2["ours-fp32"].cfg
     prompt = tok.encode(chat_prompt(DECODE_CHAT))
     impls = [i for s, i in (p.values for p in DECODE_PARAMS) if s == size]
-    runs = {i: _decode_run(smollm2[i], i, prompt, n_new) for i in impls}
-    times = group_times("decode", size, runs, rounds)  # warm-up: the compiled rows compile
+    runs, times = GROUPS.timed(
+        ("decode", size), lambda: {i: _decode_run(smollm2[i], i, prompt, n_new) for i in impls},
+        rounds,
+    )  # fmt: skip
     run = runs[impl]
     out = run()
     peak = _peak_mb(run)
@@ -373,8 +370,10 @@ def test_minilm_embed(benchmark, minilm, size, impl):
 
     _, _, n, (_, _, rounds) = SIZES[size]
     sentences, batch = embed_sentences(size, n), 32
-    runs = {i: _embed_run(minilm, i, sentences, batch) for i in EMBED_IMPLS}
-    times = group_times("embed", size, runs, rounds)
+    runs, times = GROUPS.timed(
+        ("embed", size), lambda: {i: _embed_run(minilm, i, sentences, batch) for i in EMBED_IMPLS},
+        rounds,
+    )  # fmt: skip
     run = runs[impl]
     vectors = run()
     expected = minilm.encode(sentences, batch_size=batch, normalize_embeddings=True)

@@ -54,7 +54,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.interleave import interleaved, replay
+from benchmarks.interleave import Groups, replay
 from benchmarks.memory import peak_torch_mb
 from myllm101.fast.fuse import fused_copy
 
@@ -257,22 +257,7 @@ def _decode_run(tmp_models: str, size: str, name: str, impl: str, prompt: list[i
     return torch.inference_mode()(run)
 
 
-# the current group only: (kind, size, model) -> impl -> its run / its seconds per round
-_ROWS: dict[tuple[str, str, str], dict] = {}
-_TIMES: dict[tuple[str, str, str], dict[str, list[float]]] = {}
-
-
-def group_times(key: tuple[str, str, str], make_runs) -> tuple[dict, dict[str, list[float]]]:
-    """(runs, times): the group's rows built and timed in one interleaved loop by its first row
-    (the warm-up round compiles the -compiled rows); the previous group's models are dropped."""
-    if key not in _TIMES:
-        _ROWS.clear()
-        _TIMES.clear()
-        gc.collect()
-        _ROWS[key] = make_runs()
-        _TIMES[key] = interleaved(_ROWS[key], SIZES[key[1]][3], warmup=1)
-        gc.collect()
-    return _ROWS[key], _TIMES[key]
+GROUPS = Groups(one_at_a_time=True)  # (kind, size, model) -> its rows' calls, timed interleaved
 
 
 @pytest.mark.parametrize(("size", "name", "impl"), CASES)
@@ -289,7 +274,7 @@ def test_decode(benchmark, tmp_models, size, name, impl):
     def make_runs():
         return {i: _decode_run(tmp_models, size, name, i, prompt) for i in impls}
 
-    runs, times = group_times(("decode", size, name), make_runs)
+    runs, times = GROUPS.timed(("decode", size, name), make_runs, SIZES[size][3])
     run = runs[impl]
     out = run()
     assert len(out) == len(prompt) + n_new and out[: len(prompt)] == prompt
@@ -334,9 +319,10 @@ def test_prefill(benchmark, tmp_models, size, name, impl):
         model = fused_copy(quantized(name, size, scheme, tmp_models)[0])
         return torch.inference_mode()(lambda: model(ids).logits)
 
-    runs, times = group_times(
+    runs, times = GROUPS.timed(
         ("prefill", size, name),
         lambda: {i: prefill_run(i.removeprefix("ours-")) for i in ours(size, name)},
+        SIZES[size][3],
     )
     run = runs[impl]
     assert run().shape == (1, ids.shape[1], cfg.vocab_size)

@@ -41,7 +41,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.interleave import interleaved, replay
+from benchmarks.interleave import Groups, replay
 from benchmarks.memory import peak_numpy_mb, peak_torch_mb
 from benchmarks.rag_corpus import corpus_chunks, sample_queries, unit_vectors
 from myllm101.fast import bm25 as fast_bm25
@@ -143,14 +143,7 @@ def _peak(impl: str, run) -> float | None:
 # 13.7 ms right after a NumPy row, 7.4 ms after this pause; faiss 24.2 and 16.5 ms). The pause
 # before each timed call lets every row start on idle cores.
 SETTLE_S = 0.2
-_TIMES: dict[str, dict[str, list[float]]] = {}  # group -> impl -> seconds per round
-
-
-def group_times(group: str, runs: dict, rounds: int) -> dict[str, list[float]]:
-    """The rows' calls timed in one interleaved loop, once per group (by its first row)."""
-    if group not in _TIMES:
-        _TIMES[group] = interleaved(runs, rounds, warmup=1, pause=SETTLE_S)
-    return _TIMES[group]
+GROUPS = Groups()  # group -> its rows' calls, timed interleaved
 
 
 @pytest.mark.parametrize("impl", BM25_IMPLS)
@@ -189,8 +182,9 @@ def test_bm25_query(benchmark, size, impl):
     if impl == "rank_bm25":
         _check_against_rank_bm25(size)
     group = f"bm25 query {size}"
-    runs = {i: _bm25_query(i, size) for i in BM25_IMPLS}
-    times = group_times(group, runs, ROUNDS[size][1])
+    runs, times = GROUPS.timed(
+        group, lambda: {i: _bm25_query(i, size) for i in BM25_IMPLS}, ROUNDS[size][1], SETTLE_S
+    )
     run = runs[impl]
     peak = _peak(impl, run)
     benchmark.group = group
@@ -263,8 +257,10 @@ def _same_top_k(ours, theirs) -> float:
 @pytest.mark.parametrize("size", SIZE_IDS)
 def test_dense_top_k(benchmark, size, batch, impl):
     group = f"dense top-k {'batch ' if batch else ''}{size}"
-    runs = {i: _dense_run(i, size, batch) for i in DENSE_IMPLS}
-    times = group_times(group, runs, ROUNDS[size][1])
+    runs, times = GROUPS.timed(
+        group, lambda: {i: _dense_run(i, size, batch) for i in DENSE_IMPLS}, ROUNDS[size][1],
+        SETTLE_S,
+    )  # fmt: skip
     run = runs[impl]
     out = run()  # the rows to compare
     same = 1.0 if impl.startswith("faiss") else _same_top_k(out, runs[DENSE_IMPLS[0]]())

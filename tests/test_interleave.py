@@ -47,3 +47,24 @@ def test_interleaved_pauses_untimed_before_every_call(monkeypatch):
     pause = ("sleep", 0.25)
     assert events == [pause, "a", pause, "b", pause, "b", pause, "a"]  # warm-up, then round 1
     assert {k: len(v) for k, v in times.items()} == {"a": 1, "b": 1}
+
+
+def test_groups_build_and_time_each_group_once():
+    from benchmarks.interleave import Groups
+
+    built = []
+
+    def make(tag):
+        built.append(tag)
+        return {"a": lambda: None, "b": lambda: None}
+
+    groups = Groups()
+    runs, times = groups.timed("g1", lambda: make("g1"), rounds=3)
+    assert set(runs) == {"a", "b"} and {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert groups.timed("g1", lambda: make("again"), rounds=3) == (runs, times)  # reused
+    groups.timed("g2", lambda: make("g2"), rounds=1)
+    assert built == ["g1", "g2"] and set(groups.times) == {"g1", "g2"}
+    one = Groups(one_at_a_time=True)
+    one.timed("g1", lambda: make("x"), rounds=1)
+    one.timed("g2", lambda: make("y"), rounds=1)
+    assert set(one.runs) == set(one.times) == {"g2"}  # the previous group's calls are dropped
