@@ -44,28 +44,39 @@ def interleaved(
 class Groups:
     """Each group's rows timed once, by whichever of its rows' tests runs first; the others reuse
     its calls and times. ``one_at_a_time`` drops the previous group's calls (and the models they
-    hold) before building the next group's."""
+    hold) before building the next group's; its times stay.
+
+    A call with a ``first_token`` attribute (benchmarks/first_token.py: a generation) also gets
+    its rounds' decode steps timed apart from the prefill, in ``after_first[key][name]``."""
+
+    warmup = 1  # untimed rounds before the timed ones: the -compiled rows compile there
 
     def __init__(self, one_at_a_time: bool = False):
         self.one_at_a_time = one_at_a_time
         self.runs: dict[Hashable, dict[str, Callable[[], object]]] = {}
         self.times: dict[Hashable, dict[str, list[float]]] = {}
+        self.after_first: dict[Hashable, dict[str, list[float]]] = {}
 
     def timed(
         self, key: Hashable, make_runs: Callable[[], dict[str, Callable[[], object]]],
         rounds: int, pause: float = 0.0,
     ) -> tuple[dict[str, Callable[[], object]], dict[str, list[float]]]:  # fmt: skip
         """(the group's calls by row, their seconds per round): built by ``make_runs`` and timed
-        by ``interleaved`` after one warm-up round (the -compiled rows compile there)."""
+        by ``interleaved`` after ``warmup`` untimed rounds. A group whose calls were dropped
+        (``one_at_a_time``) returns no calls (an empty dict), only its times."""
         if key not in self.times:
             if self.one_at_a_time:
                 self.runs.clear()
-                self.times.clear()
                 gc.collect()
-            self.runs[key] = make_runs()
-            self.times[key] = interleaved(self.runs[key], rounds, warmup=1, pause=pause)
+            runs = self.runs[key] = make_runs()
+            times = self.times[key] = interleaved(runs, rounds, self.warmup, pause)
+            self.after_first[key] = {
+                name: fn.first_token.after_first(times[name], self.warmup)
+                for name, fn in runs.items()
+                if hasattr(fn, "first_token")
+            }
             gc.collect()  # the warm-up's garbage, now rather than inside a row's own measurements
-        return self.runs[key], self.times[key]
+        return self.runs.get(key, {}), self.times[key]
 
 
 def replay(benchmark, durations: list[float], result: object = None) -> object:

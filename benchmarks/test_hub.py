@@ -15,10 +15,14 @@ baseline):
   not autocast); count = prompt tokens.
 - "smollm2 decode": greedy generation of 64 new tokens after a short chat prompt, both with their
   KV cache (transformers' ``generate(do_sample=False, min_new_tokens=64)``, ours
-  ``fast.generate.generate``); count = new tokens (the time includes the short prompt's prefill).
+  ``fast.generate.stream``, generate's loop); count = new tokens (the time includes the short
+  prompt's prefill).
   Two more rows (full size only): ``ours-fp32-compiled`` and ``ours-bf16-compiled``, the fused
   model in fp32 / bf16 weights through ``generate(compile_step=True)`` (fast/compiled_decode.py;
   compiled and autotuned in the untimed warm-up, ~70 s each).
+- "smollm2 decode steps": the same calls' 63 decode steps after the first new token alone, each
+  call's time less its time to the first new token (benchmarks/first_token.py): the prompt's
+  prefill is out, as in ``myllm101 eval``'s decode tokens/s and llama.cpp's eval rate.
 - "smollm2 load": model + tokenizer from the GGUF (dequantized to float32 on both sides).
 - "minilm embed": 256 sentences of 10-30 words from data/shakespeare/train.txt in corpus order
   (unsorted), batch 32, ``SentenceTransformer.encode`` on the same local directory vs our
@@ -53,6 +57,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.first_token import hf_generation, ours_generation
 from benchmarks.interleave import Groups, replay
 from benchmarks.memory import peak_torch_mb
 
@@ -236,30 +241,16 @@ _DECODED: dict[str, list[int]] = {}
 
 
 def _decode_run(model, impl: str, prompt: list[int], n_new: int):
-    """() -> prompt + ``n_new`` greedy tokens (no stop tokens: always ``n_new``)."""
-    from myllm101.fast.generate import generate
-
+    """() -> prompt + ``n_new`` greedy tokens (no stop tokens: always ``n_new``), the first new
+    token timed (benchmarks/first_token.py)."""
     if impl.startswith("transformers"):
-        ids = torch.tensor([prompt])
-        # an explicit mask: without one, generate() masks every prompt token equal to the pad
-        # id, and SmolLM2's pad id is <|im_end|>, which chat prompts contain
-        mask = torch.ones_like(ids)
-
-        def run():
-            with torch.inference_mode():
-                out = model.generate(
-                    ids, attention_mask=mask, do_sample=False, max_new_tokens=n_new,
-                    min_new_tokens=n_new, use_cache=True,
-                )  # fmt: skip
-            return out[0].tolist()
-
-        return run
-    compiled = impl.endswith("-compiled")
-    return lambda: generate(model, prompt, n_new, temperature=0, compile_step=compiled)
+        return hf_generation(model, prompt, n_new)
+    return ours_generation(model, prompt, n_new, compile_step=impl.endswith("-compiled"))
 
 
+@pytest.mark.parametrize("phase", ("generate", "steps"))
 @pytest.mark.parametrize(("size", "impl"), DECODE_PARAMS)
-def test_smollm2_decode(benchmark, smollm2, size, impl):
+def test_smollm2_decode(benchmark, smollm2, size, impl, phase):
     from myllm101.hub.smollm2 import chat_prompt
 
     _, n_new, _, (_, rounds, _) = SIZES[size]
@@ -270,24 +261,32 @@ def test_smollm2_decode(benchmark, smollm2, size, impl):
         ("decode", size), lambda: {i: _decode_run(smollm2[i], i, prompt, n_new) for i in impls},
         rounds,
     )  # fmt: skip
-    run = runs[impl]
-    out = run()
-    peak = _peak_mb(run)
-    benchmark.group = _group("smollm2 decode", size)
-    replay(benchmark, times[impl])
-    assert len(out) == len(prompt) + n_new and out[: len(prompt)] == prompt
-    if impl == "transformers-fp32":
-        _DECODED[size] = out
+    if phase == "steps":  # the calls' decode steps after the first new token (no prefill)
+        benchmark.group = _group("smollm2 decode steps", size)
+        replay(benchmark, GROUPS.after_first[("decode", size)][impl])
+        info = dict(count=n_new - 1, peak_mb=None)
+        what = (f"the {n_new - 1} decode steps after the first new token: generate()'s time less "
+                "the time to its first new token (the prompt's prefill)")  # fmt: skip
+    else:
+        run = runs[impl]
+        out = run()
+        peak = _peak_mb(run)
+        benchmark.group = _group("smollm2 decode", size)
+        replay(benchmark, times[impl])
+        assert len(out) == len(prompt) + n_new and out[: len(prompt)] == prompt
+        if impl == "transformers-fp32":
+            _DECODED[size] = out
+        info = dict(count=n_new, peak_mb=peak, new_text=tok.decode(out[len(prompt) :]),
+                    same_tokens_as_baseline=out == _DECODED.get(size))  # fmt: skip
+        what = f"time of generate(): the {len(prompt)}-token prompt's prefill, then {n_new} tokens"
     benchmark.extra_info.update(
-        component="smollm2-decode", size=size or "full", impl=impl,
+        component="smollm2-decode", size=size or "full", impl=impl, phase=phase,
         mode="greedy, KV cache, batch 1", shape=_shape(cfg, prompt=len(prompt), new=n_new),
-        baseline=impl == "transformers-fp32", count=n_new, unit="tokens", peak_mb=peak,
-        target=DECODE_TARGET, new_text=tok.decode(out[len(prompt) :]),
+        baseline=impl == "transformers-fp32", unit="tokens", target=DECODE_TARGET, **info,
         dtype="bf16" if "bf16" in impl else "fp32",
-        same_tokens_as_baseline=out == _DECODED.get(size),
-        note=f"time of generate(): the {len(prompt)}-token chat prompt's prefill plus {n_new} "
-        "decode steps; transformers: model.generate(do_sample=False, min_new_tokens=max_new_tokens); "
-        "rows timed interleaved",
+        note=f"{what}; transformers: model.generate(do_sample=False, min_new_tokens=max_new_tokens), "
+        "its streamer timing the first new token; ours: fast.generate.stream; rows timed "
+        "interleaved",
         loadavg=os.getloadavg()[0],
     )  # fmt: skip
 

@@ -54,6 +54,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.first_token import hf_generation, ours_generation
 from benchmarks.interleave import Groups, replay
 from benchmarks.memory import peak_torch_mb
 from myllm101.fast.fuse import fused_copy
@@ -235,33 +236,23 @@ CASES = [
 
 
 def _decode_run(tmp_models: str, size: str, name: str, impl: str, prompt: list[int]):
-    """() -> the greedy tokens of one row's generate(): ours from its saved quantized directory
-    (fused projections; the -compiled rows compile in their first call), or a peer."""
-    from myllm101.fast.generate import generate
-
+    """() -> the greedy tokens of one row's generation, the first new token timed
+    (benchmarks/first_token.py): ours from its saved quantized directory (fused projections; the
+    -compiled rows compile in their first call), or a peer."""
     n_new = SIZES[size][1]
     if impl.startswith("ours"):
         scheme = impl.removeprefix("ours-").removesuffix("-compiled")
         model = fused_copy(quantized(name, size, scheme, tmp_models)[0])
-        compiled = impl.endswith("-compiled")
-
-        def run():
-            return generate(model, prompt, n_new, temperature=0, compile_step=compiled)
-    else:
-        model, ids = _peer(impl), torch.tensor([prompt])
-
-        def run():
-            return model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                  max_new_tokens=n_new, min_new_tokens=n_new)[0].tolist()  # fmt: skip
-
-    return torch.inference_mode()(run)
+        return ours_generation(model, prompt, n_new, compile_step=impl.endswith("-compiled"))
+    return hf_generation(_peer(impl), prompt, n_new)
 
 
 GROUPS = Groups(one_at_a_time=True)  # (kind, size, model) -> its rows' calls, timed interleaved
 
 
+@pytest.mark.parametrize("phase", ("generate", "steps"))
 @pytest.mark.parametrize(("size", "name", "impl"), CASES)
-def test_decode(benchmark, tmp_models, size, name, impl):
+def test_decode(benchmark, tmp_models, size, name, impl, phase):
     from myllm101.quant.heldout import shakespeare_test, text_ids
 
     _needs_data()
@@ -274,30 +265,41 @@ def test_decode(benchmark, tmp_models, size, name, impl):
     def make_runs():
         return {i: _decode_run(tmp_models, size, name, i, prompt) for i in impls}
 
-    runs, times = GROUPS.timed(("decode", size, name), make_runs, SIZES[size][3])
-    run = runs[impl]
-    out = run()
-    assert len(out) == len(prompt) + n_new and out[: len(prompt)] == prompt
-    info_tokens = {}
-    if impl.endswith("-compiled"):
-        info_tokens = dict(same_tokens_as_eager=out == runs[impl.removesuffix("-compiled")]())
-    peak = peak_torch_mb(run)
-    gc.collect()
-    benchmark.group = _group(f"{name} decode", size)
-    replay(benchmark, times[impl])
-    info = _accuracy(name, size, scheme, tmp_models) if impl.startswith("ours") else {}
+    key = ("decode", size, name)
+    runs, times = GROUPS.timed(key, make_runs, SIZES[size][3])
+    if phase == "steps":  # the calls' decode steps after the first new token (no prefill)
+        benchmark.group = _group(f"{name} decode steps", size)
+        replay(benchmark, GROUPS.after_first[key][impl])
+        info = dict(count=n_new - 1, peak_mb=None)
+        what = (f"the {n_new - 1} decode steps after the first new token: generate()'s time less "
+                "the time to its first new token (the 16-token prompt's prefill)")  # fmt: skip
+    else:
+        run = runs[impl]
+        out = run()
+        assert len(out) == len(prompt) + n_new and out[: len(prompt)] == prompt
+        if impl.endswith("-compiled"):
+            info = dict(same_tokens_as_eager=out == runs[impl.removesuffix("-compiled")]())
+        else:
+            info = {}
+        info.update(count=n_new, peak_mb=peak_torch_mb(run))
+        gc.collect()
+        benchmark.group = _group(f"{name} decode", size)
+        replay(benchmark, times[impl])
+        what = "time of generate() incl. the 16-token prompt's prefill"
+        if impl.startswith("ours"):
+            info.update(_accuracy(name, size, scheme, tmp_models))
     benchmark.extra_info.update(
-        component="quant-decode", size=size or "full", impl=impl, model=name,
+        component="quant-decode", size=size or "full", impl=impl, model=name, phase=phase,
         mode="greedy, KV cache, batch 1", shape=f"prompt=16 new={n_new} L={cfg.n_layer} C={cfg.n_embd}{_trained(name, size)}",
-        baseline=impl == BASELINE[name], count=n_new, unit="tokens", peak_mb=peak,
-        target=DECODE_TARGET, **info, **info_tokens,
+        baseline=impl == BASELINE[name], unit="tokens", target=DECODE_TARGET, **info,
         goals=[dict(impls=["ours-int8", "ours-int8-compiled"], metric="ratio", op=">=", value=1.0),
                dict(impls=["ours-int8", "ours-int8-compiled"], metric="per_s", op=">=",
                     value=100.0)]
         if name == "smollm2" else [],
-        note="time of generate() incl. the 16-token prompt; ours-* rows: model loaded back from its "
-        "saved quantized directory, projections fused but for int4; extra_info has size_mb, ppl_* "
-        "(strided windows), ppl_change_*; rows timed interleaved",
+        note=f"{what}; ours-* rows: model loaded back from its saved quantized directory, "
+        "projections fused but for int4; extra_info has size_mb, ppl_* (strided windows), "
+        "ppl_change_*; peers: transformers' generate, its streamer timing the first new token; "
+        "rows timed interleaved",
         loadavg=os.getloadavg()[0],
     )  # fmt: skip
 

@@ -31,8 +31,12 @@ def test_hub_benchmarks_run_and_report(tmp_path):
     assert set(groups) == {
         "smollm2 prefill smoke",
         "smollm2 decode smoke",
+        "smollm2 decode steps smoke",
         "minilm embed smoke",
     }
+    steps = {r["impl"]: r for r in groups["smollm2 decode steps smoke"]}
+    for r in groups["smollm2 decode smoke"]:  # the steps after the first token: 3 of the 4
+        assert steps[r["impl"]]["count"] == 3 and steps[r["impl"]]["s"] < r["s"], r["impl"]
     for name, rows in groups.items():
         assert sum(bool(r.get("baseline")) for r in rows) == 1, name
     text = (tmp_path / "HUB.md").read_text()

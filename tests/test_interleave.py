@@ -67,4 +67,6 @@ def test_groups_build_and_time_each_group_once():
     one = Groups(one_at_a_time=True)
     one.timed("g1", lambda: make("x"), rounds=1)
     one.timed("g2", lambda: make("y"), rounds=1)
-    assert set(one.runs) == set(one.times) == {"g2"}  # the previous group's calls are dropped
+    assert set(one.runs) == {"g2"}  # the previous group's calls are dropped, its times kept
+    assert set(one.times) == {"g1", "g2"} and one.timed("g1", lambda: make("z"), 1)[0] == {}
+    assert built == ["g1", "g2", "x", "y"]

@@ -41,7 +41,12 @@ def test_quant_benchmarks_run_and_report(tmp_path):
     for name, rows in groups.items():
         assert sum(bool(r.get("baseline")) for r in rows) == 1, name
         for r in rows:
-            if r["impl"].startswith("ours-") and "decode" in name:
+            if r["impl"].startswith("ours-") and name.endswith(" decode smoke"):
                 assert r["size_mb"] > 0 and r["ppl_shakespeare-test"] > 1, r
+    for model in ("smollm2", "fresh"):  # the same calls' steps after the first token: 3 of 4
+        steps = {r["impl"]: r for r in groups[f"{model} decode steps smoke"]}
+        assert set(steps) == impls[f"{model} decode smoke"], model
+        for r in groups[f"{model} decode smoke"]:
+            assert steps[r["impl"]]["count"] == 3 and steps[r["impl"]]["s"] < r["s"], r["impl"]
     text = (tmp_path / "QUANT.md").read_text()
     assert "torch-ao-int8 (baseline)" in text and "tokens/s" in text

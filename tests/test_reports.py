@@ -205,3 +205,18 @@ def test_a_row_with_a_peak_key_divides_by_its_own_shapes_peak():
     ratio_report.add_ratios(groups, peak)
     mfu = {r["impl"]: r["mfu"] for r in groups["t"]}
     assert mfu == pytest.approx({"keyed": 0.8, "plain": 0.4, "unknown-key": 0.4})
+
+
+def test_quant_accuracy_rows_take_decode_steps_and_prefill_from_their_groups():
+    groups = {
+        "smollm2 decode": [{"impl": "ours-int8", "count": 32, "s": 0.5, "size_mb": 160.0}],
+        "smollm2 decode steps": [{"impl": "ours-int8", "count": 31, "s": 0.25}],
+        "smollm2 prefill": [{"impl": "ours-int8", "count": 128, "s": 0.5}],
+        "read bandwidth": [{"impl": "ours-int8", "count": 1, "s": 1.0}],  # not a speed group
+    }
+    (row,) = quant_report.accuracy_rows(groups)["smollm2"]
+    assert row["decode"] == 64 and row["steps"] == 124 and row["prefill"] == 256
+    assert row["size_mb"] == 160.0
+    text = quant_report.markdown({"smollm2": [row]})
+    assert "| decode tok/s | decode steps tok/s | prefill tok/s |" in text
+    assert "| 64.0 | 124.0 | 256.0 |" in text
