@@ -3,15 +3,20 @@
 A resumed run must take exactly the steps the interrupted one would have taken: the same model,
 tokenizer, data and schedule. ``check_resumable`` compares the checkpoint's config.json (model and
 "train" sections) and tokenizer with the current ones and refuses any difference outside
-``RESUME_MAY_CHANGE``, naming each key with its old and new value.
+``RESUME_MAY_CHANGE``, naming each key with its old and new value. ``newest_resumable`` picks
+the checkpoint: the newest intact one, damaged newer ones moved aside.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
+import uuid
 from pathlib import Path
 
 from myllm101.train import checkpoint as ckpt
+from myllm101.train import distributed as dist
 from myllm101.train.config import TrainConfig
 
 # config keys a resumed run may change: they do not alter the schedule or the data of the steps
@@ -81,3 +86,26 @@ def check_resumable(directory: Path, model_cfg, tokenizer, cfg: TrainConfig) -> 
             f"they set the run's schedule or data, so a resumed run must keep them (drop the "
             f"overrides, or train a new run in another out_dir)"
         )
+
+
+def newest_resumable(out_dir: Path, info: dist.DistInfo) -> Path:
+    """The newest intact checkpoint of the run in ``out_dir``. Newer damaged ones (truncated,
+    altered, a missing manifest) get one stderr warning each and are moved aside (by the main
+    rank) to checkpoints/.damaged-NAME-*, so pruning never keeps them in place of new ones."""
+    last, damaged = ckpt.newest_intact_checkpoint(out_dir)
+    if last is None and not damaged:
+        raise ValueError(f"--resume: expected a checkpoint in {out_dir}/checkpoints, found none")
+    if last is None:
+        raise ValueError(
+            f"--resume: no intact checkpoint in {out_dir}/checkpoints: "
+            + "; ".join(f"{p.name}: {why}" for p, why in damaged)
+        )
+    dist.barrier(info)  # every rank has looked before rank 0 moves any
+    if info.is_main:
+        for p, why in damaged:
+            aside = p.parent / f".damaged-{p.name}-{uuid.uuid4().hex[:8]}"
+            os.replace(p, aside)
+            print(f"warning: --resume: skipping damaged checkpoint {p} ({why}); "
+                  f"moved it to {aside.name}", file=sys.stderr)  # fmt: skip
+    dist.barrier(info)
+    return last

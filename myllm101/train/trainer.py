@@ -8,11 +8,11 @@ One optimizer step (``Trainer.train_step``):
     loss not finite?  -> zero the grads, skip the step, count it (stop after max_bad_steps)
     clip the global grad norm to grad_clip; AdamW step; lr of the next step from the schedule
 
-Divergence (``Trainer.divergence``): more than max_bad_steps non-finite losses, a non-finite
-parameter, or a train or validation loss above ``divergence_loss`` (default 2 ln V + 5: twice as
-bad as a uniform guess over the vocabulary, plus 5 nats). The run stops at once; the diverged
-weights are not saved (no checkpoint, best/ untouched), only best/ is exported, summary.json says
-``"diverged": true`` and ``fit()`` raises ``TrainingDiverged`` (a ValueError: the CLI exits 2).
+Divergence (``Trainer.divergence``, train/divergence.py): more than max_bad_steps non-finite
+losses, a non-finite parameter, or a train or validation loss above ``divergence_loss`` (default
+2 ln V + 5). The run stops at once; the diverged weights are not saved (no checkpoint, best/
+untouched), only best/ is exported (train/export.py), summary.json says ``"diverged": true`` and
+``fit()`` raises ``TrainingDiverged`` (a ValueError: the CLI exits 2).
 
 Batches are a pure function of (seed, index) (see data/batches.py), the RNG state is saved with the
 optimizer, so ``resume`` continues a run with exactly the losses of an uninterrupted one (CPU,
@@ -28,11 +28,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +44,15 @@ from myllm101.train import checkpoint as ckpt
 from myllm101.train import distributed as dist
 from myllm101.train import rundir
 from myllm101.train.config import TrainConfig
+from myllm101.train.divergence import default_divergence_loss, loss_divergence, params_finite
+from myllm101.train.export import export_run
 from myllm101.train.metrics import (
     MetricsLog,
     matmul_params,
     plot_loss_curve,
     train_flops_per_token,
 )
-from myllm101.train.resume import check_resumable
+from myllm101.train.resume import check_resumable, newest_resumable
 from myllm101.train.schedule import make_scheduler
 
 
@@ -272,42 +271,16 @@ class Trainer:
                 total += self.forward(**self.batch(i, val=True)).loss.double()
         return float(dist.mean(total / n, self.dist))
 
-    # ---- divergence ----
+    # ---- divergence (train/divergence.py) ----
     @property
     def divergence_loss(self) -> float:
-        """cfg.divergence_loss, by default 2 * ln(vocab_size) + 5: a model that bad is more than
-        twice as wrong as a uniform guess over the vocabulary (loss ln V), which is where every
-        run starts (small initial weights); a healthy run only goes down from there."""
+        """cfg.divergence_loss, by default 2 ln V + 5 (divergence.default_divergence_loss)."""
         d = self.cfg.divergence_loss
-        return d if d is not None else 2 * math.log(self.model_cfg.vocab_size) + 5
-
-    def params_finite(self) -> bool:
-        """No inf/NaN in any parameter (under FSDP: in any rank's shard). Runs after every step,
-        so it reads each parameter once and allocates nothing its size: the min and max of a
-        tensor are finite exactly when all of it is (NaN propagates through both). 2 threads:
-        1.7 ms for 14M parameters (6 layers, 384 wide), 17 ms for GPT-2 small's 124M, against
-        19 ms and 176 ms for ``isfinite(p).all()`` per parameter, whose boolean tensors together
-        are as many elements as the model."""
-        from torch.distributed.tensor import DTensor
-
-        with torch.no_grad():
-            params = self.wrapped.parameters()
-            local = [p.to_local() if isinstance(p, DTensor) else p for p in params]
-            # per parameter its (min, max): 0-d, so their isfinite is free, whatever the dtypes
-            flags = [e.isfinite() for p in local if p.numel() for e in torch.aminmax(p)]
-            ok = bool(torch.stack(flags).all()) if flags else True
-        if dist.is_sharded(self.wrapped):  # DDP replicas are equal: no collective needed
-            ok = not dist.any_rank(not ok, self.dist, self.device)
-        return ok
+        return d if d is not None else default_divergence_loss(self.model_cfg.vocab_size)
 
     def divergence(self, rec: dict) -> str | None:
-        """Why the run diverged after the step ``rec``, or None. It diverged when
-        - more than max_bad_steps steps had a non-finite loss (each was skipped), or
-        - its training loss (finite) is above ``divergence_loss``, or
-        - a parameter is no longer finite after the step.
-        ``fit`` also stops when a validation loss (every eval, and one val batch before a
-        checkpoint is saved without an eval) is non-finite or above ``divergence_loss``.
-        The same answer on every rank (the loss is all-reduced, the parameter check too)."""
+        """Why the run diverged after the step ``rec``, or None: too many non-finite losses, a
+        training loss above ``divergence_loss``, or a non-finite parameter after the step."""
         cfg, step = self.cfg, rec["step"]
         if self.bad_steps > cfg.max_bad_steps:
             return f"non-finite loss in {self.bad_steps} steps (max_bad_steps={cfg.max_bad_steps})"
@@ -315,21 +288,15 @@ class Trainer:
             why = self.loss_divergence("training", rec["loss"], step)
             if why:
                 return why
-        if not self.params_finite():
+        if not params_finite(self.wrapped, self.dist, self.device):
             return f"non-finite parameters after step {step}"
         return None
 
     def loss_divergence(self, what: str, loss: float, step: int | None = None) -> str | None:
         """Why ``loss`` (measured at ``step``, default self.step) means divergence, or None."""
-        step = self.step if step is None else step
-        if not math.isfinite(loss):
-            return f"{what} loss is {loss} at step {step}"
-        if loss > self.divergence_loss:
-            return (
-                f"{what} loss {loss:.4g} at step {step} is above "
-                f"divergence_loss={self.divergence_loss:.4g}"
-            )
-        return None
+        return loss_divergence(
+            what, loss, self.step if step is None else step, self.divergence_loss
+        )
 
     # ---- checkpoints ----
     def training_state(self) -> dict:
@@ -368,30 +335,6 @@ class Trainer:
             ckpt.save_checkpoint(directory, model, self.model_cfg, self.cfg.to_dict(),
                                  state, self.trainer_state(), self.tokenizer)  # fmt: skip
         dist.barrier(self.dist)
-
-    def resume_checkpoint(self) -> Path:
-        """The newest intact checkpoint of the run. Newer damaged ones (truncated, altered, a
-        missing manifest) get one stderr warning each and are moved aside to
-        checkpoints/.damaged-NAME-*, so pruning never keeps them in place of the new ones."""
-        last, damaged = ckpt.newest_intact_checkpoint(self.out_dir)
-        if last is None and not damaged:
-            raise ValueError(
-                f"--resume: expected a checkpoint in {self.out_dir}/checkpoints, found none"
-            )
-        if last is None:
-            raise ValueError(
-                f"--resume: no intact checkpoint in {self.out_dir}/checkpoints: "
-                + "; ".join(f"{p.name}: {why}" for p, why in damaged)
-            )
-        dist.barrier(self.dist)  # every rank has looked before rank 0 moves any
-        if self.dist.is_main:
-            for p, why in damaged:
-                aside = p.parent / f".damaged-{p.name}-{uuid.uuid4().hex[:8]}"
-                os.replace(p, aside)
-                print(f"warning: --resume: skipping damaged checkpoint {p} ({why}); "
-                      f"moved it to {aside.name}", file=sys.stderr)  # fmt: skip
-        dist.barrier(self.dist)
-        return last
 
     def load(self, directory: Path) -> None:
         check_resumable(directory, self.model_cfg, self.tokenizer, self.cfg)
@@ -446,7 +389,7 @@ class Trainer:
         self.t0 = time.perf_counter()
         dist.barrier(self.dist)
         if self.resume:
-            last = self.resume_checkpoint()
+            last = newest_resumable(self.out_dir, self.dist)
             self.load(last)
             if main:
                 print(f"resuming from {last} (step {self.step})", file=sys.stderr)
@@ -567,7 +510,7 @@ class Trainer:
         has_best = (self.out_dir / "best").is_dir()
         if main:
             if not diverged or has_best:  # diverged: export best/ (a finite val loss) or nothing
-                self._export()
+                export_run(self.out_dir)
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             try:
                 plot_loss_curve(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
@@ -581,34 +524,3 @@ class Trainer:
                 summary,
             )
         return summary
-
-    def _export(self) -> None:
-        """RUN_DIR/{config.json, model.safetensors, tokenizer}: best/ if there is one, else the
-        latest weights (so ``sample --model RUN_DIR`` works), then RUN_DIR/manifest.json over just
-        those files (``load_model`` verifies it; the run's other files are not in it). The source
-        checkpoint is verified first and the copies must hash the same, so a file that rotted on
-        disk is never blessed with a fresh manifest."""
-        best = self.out_dir / "best"
-        src = best if best.is_dir() else ckpt.latest_checkpoint(self.out_dir)
-        if src is None:
-            return
-        source = ckpt.verify_checkpoint(src)["files"]
-        # no manifest while the files change: a crash below leaves an export that is refused
-        (self.out_dir / ckpt.MANIFEST).unlink(missing_ok=True)
-        names = []
-        for name in (*ckpt.MODEL_FILES, ckpt.TOKENIZER_FILE):
-            dst = self.out_dir / name
-            if not (src / name).exists():
-                dst.unlink(missing_ok=True)  # an earlier export's tokenizer is not this model's
-                continue
-            tmp = self.out_dir / f"{ckpt.TMP_PREFIX}{name}"
-            shutil.copy2(src / name, tmp)
-            tmp.replace(dst)
-            names.append(name)
-        written = json.loads(ckpt.write_manifest(self.out_dir, names).read_text())["files"]
-        changed = [n for n in names if written[n] != source.get(n)]
-        if changed:
-            (self.out_dir / ckpt.MANIFEST).unlink(missing_ok=True)
-            raise ValueError(
-                f"export {self.out_dir}: the copies of {changed} differ from {src} (disk error?)"
-            )
