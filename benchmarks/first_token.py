@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import torch
 
+from benchmarks.interleave import replay
+
 
 class FirstToken:
     """Seconds from a generation's start to its first new token, one entry per generation.
@@ -106,3 +108,15 @@ def ours_generation(
 
     run.first_token = clock
     return run
+
+
+def replay_steps(benchmark, durations: list[float], n_new: int, prefill: str) -> tuple[dict, str]:
+    """Record a row's decode-steps durations (``Groups.after_first``) as its benchmark's rounds
+    -> (its extra_info: count = the ``n_new - 1`` steps, no peak of its own; its note's first
+    words). ``prefill`` names what the time to the first new token holds."""
+    replay(benchmark, durations)
+    what = (
+        f"the {n_new - 1} decode steps after the first new token: generate()'s time less the "
+        f"time to its first new token ({prefill})"
+    )
+    return dict(count=n_new - 1, peak_mb=None), what

@@ -48,7 +48,7 @@ import time
 import pytest
 import torch
 
-from benchmarks.first_token import hf_generation, ours_generation
+from benchmarks.first_token import hf_generation, ours_generation, replay_steps
 from benchmarks.interleave import Groups, replay
 from benchmarks.memory import peak_torch_mb
 from benchmarks.test_hub import DECODE_CHAT, _gguf_path, _shape, load_ours, load_transformers
@@ -165,12 +165,10 @@ def test_smollm2_decode_fp32(benchmark, models, size, impl, phase):
     goals = [{"impls": FASTEST, "metric": "ratio", "op": ">=", "value": SPEEDUP}]
     benchmark.group = _group(GROUP_NAMES[phase], size)
     if phase == "steps":  # the bound is a decoding step's: it applies to the steps alone
-        info = dict(count=n_new - 1, peak_mb=None)
-        replay(benchmark, GROUPS.after_first[size][impl])
+        steps = GROUPS.after_first[size][impl]
+        info, what = replay_steps(benchmark, steps, n_new, "the prompt's prefill")
         goals.append({"impls": FASTEST, "metric": "per_s", "op": ">=",
                       "value": round(BOUND_SHARE * bound, 1)})  # fmt: skip
-        what = (f"the {n_new - 1} decode steps after the first new token: generate()'s time less "
-                "the time to its first new token (the prompt's prefill)")  # fmt: skip
     else:
         mine = runs[impl]
         out = mine()

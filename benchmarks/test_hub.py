@@ -57,7 +57,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.first_token import hf_generation, ours_generation
+from benchmarks.first_token import hf_generation, ours_generation, replay_steps
 from benchmarks.interleave import Groups, replay
 from benchmarks.memory import peak_torch_mb
 
@@ -263,10 +263,8 @@ def test_smollm2_decode(benchmark, smollm2, size, impl, phase):
     )  # fmt: skip
     if phase == "steps":  # the calls' decode steps after the first new token (no prefill)
         benchmark.group = _group("smollm2 decode steps", size)
-        replay(benchmark, GROUPS.after_first[("decode", size)][impl])
-        info = dict(count=n_new - 1, peak_mb=None)
-        what = (f"the {n_new - 1} decode steps after the first new token: generate()'s time less "
-                "the time to its first new token (the prompt's prefill)")  # fmt: skip
+        steps = GROUPS.after_first[("decode", size)][impl]
+        info, what = replay_steps(benchmark, steps, n_new, "the prompt's prefill")
     else:
         run = runs[impl]
         out = run()

@@ -29,10 +29,12 @@ Groups (``benchmarks/ratio_report.py``): "<model> decode" (greedy, KV cache, bat
 after a 16-token prompt; count = new tokens), baseline ``torch.ao`` dynamic int8
 (``quantize_dynamic`` of transformers' LlamaForCausalLM, SmolLM2 only: torch.ao on our own
 Linears is not runnable: its modules have no ``weight`` tensor, which our attention reads), so
-"fresh decode"'s baseline is ours-fp32; peer transformers-fp32 (SmolLM2); "<model> prefill" (one
-forward over 128 tokens; baseline ours-fp32). Every ours-* row records in extra_info: size on disk
-(model.safetensors of the saved quantized directory), perplexity on the Shakespeare test split and
-the stdlib slice (myllm101/quant/heldout.py, strided windows: quant/eval.py) and its change against
+"fresh decode"'s baseline is ours-fp32; peer transformers-fp32 (SmolLM2); "<model> decode steps"
+(the same calls' 31 decode steps after the first new token: each call's time less its time to the
+first new token, benchmarks/first_token.py; what ``myllm101 eval`` calls decode tokens/s);
+"<model> prefill" (one forward over 128 tokens; baseline ours-fp32). Every ours-* decode row
+records in extra_info: size on disk (model.safetensors of the saved quantized directory),
+perplexity on the Shakespeare test split and the stdlib slice (myllm101/quant/heldout.py, strided windows: quant/eval.py) and its change against
 ours-fp32, and peak memory (tensors + what one decode allocates). The rows of each group are
 timed in one interleaved loop (benchmarks/interleave.py): each round runs every row once, the
 order rotating, so a drift of the machine's speed reaches every row alike.
@@ -54,7 +56,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.first_token import hf_generation, ours_generation
+from benchmarks.first_token import hf_generation, ours_generation, replay_steps
 from benchmarks.interleave import Groups, replay
 from benchmarks.memory import peak_torch_mb
 from myllm101.fast.fuse import fused_copy
@@ -269,10 +271,8 @@ def test_decode(benchmark, tmp_models, size, name, impl, phase):
     runs, times = GROUPS.timed(key, make_runs, SIZES[size][3])
     if phase == "steps":  # the calls' decode steps after the first new token (no prefill)
         benchmark.group = _group(f"{name} decode steps", size)
-        replay(benchmark, GROUPS.after_first[key][impl])
-        info = dict(count=n_new - 1, peak_mb=None)
-        what = (f"the {n_new - 1} decode steps after the first new token: generate()'s time less "
-                "the time to its first new token (the 16-token prompt's prefill)")  # fmt: skip
+        steps = GROUPS.after_first[key][impl]
+        info, what = replay_steps(benchmark, steps, n_new, "the 16-token prompt's prefill")
     else:
         run = runs[impl]
         out = run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 import torch
@@ -94,7 +95,10 @@ def test_generate_any_on_a_directory(model_dir, capsys):
     want = pipeline("text-generation", model=model_dir)(
         "to be", max_new_tokens=8, return_full_text=False
     )
-    assert capsys.readouterr().out == want[0]["generated_text"] + "\n"
+    out = capsys.readouterr()
+    assert out.out == want[0]["generated_text"] + "\n"
+    # the generation's clock on stderr: the prefill apart from the decode steps (fast/timings.py)
+    assert re.search(r"prompt \d+ tokens: first new token after [\d.]+ s; \d+ new tokens", out.err)
     with pytest.raises(ValueError, match="--max-new-tokens: expected >= 0, got -1"):
         generate_any(generate_args(model_dir, "to be", max_new_tokens=-1))
     with pytest.raises(ValueError, match="--chat: expected a model with a chat template"):

@@ -101,3 +101,14 @@ def test_groups_time_the_decode_steps_of_generations():
     assert set(steps) == {"ours"} and len(steps["ours"]) == 2  # "plain" has no first_token
     assert all(0 < s < t for s, t in zip(steps["ours"], times["ours"]))
     assert len(runs["ours"].first_token.seconds) == Groups.warmup + 2
+
+
+def test_replay_steps_records_the_steps_and_counts_all_but_the_first_token(benchmark):
+    from benchmarks.first_token import replay_steps
+
+    info, what = replay_steps(benchmark, [0.5, 0.25, 1.0], n_new=8, prefill="the prefill")
+    assert info == {"count": 7, "peak_mb": None}
+    assert benchmark.stats.stats.data == [0.5, 0.25, 1.0]
+    assert (
+        what.startswith("the 7 decode steps after the first new token") and "(the prefill)" in what
+    )

@@ -9,6 +9,7 @@ from myllm101.fast.generate import generate, generation_steps, stream
 from myllm101.fast.gpt import GPT
 from myllm101.fast.kv_cache import KVCache
 from myllm101.fast.llama import Llama
+from myllm101.fast.timings import Timings
 
 MODELS = {"gpt": (GPT, "gpt-tiny"), "llama": (Llama, "llama-tiny")}  # block_size 16, vocab 97
 
@@ -207,3 +208,35 @@ def test_bad_input_raises(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         generate(model, **args)
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_timings_count_the_tokens_and_time_the_first_step_apart(kind):
+    model = make_model(kind)
+    t = Timings()
+    out = generate(model, PROMPT, 6, temperature=0, timings=t)
+    assert out == generate(model, PROMPT, 6, temperature=0)  # the clock changes nothing
+    assert (t.prompt_tokens, t.steps, t.new_tokens, t.first_step_tokens) == (5, 6, 6, 1)
+    assert 0 < t.first_token_s < t.total_s
+    rate = t.decode_tokens_per_s()
+    assert rate == pytest.approx(5 / (t.total_s - t.first_token_s))
+    assert t.summary().startswith("prompt 5 tokens: first new token after ")
+    assert "6 new tokens in " in t.summary() and "the 5 after the first step at " in t.summary()
+    # a batch, left-padded: every row's real prompt tokens and new tokens; a row that stops early
+    # (its stop token) adds fewer
+    full = generate(model, [[2, 3], PROMPT], 5, temperature=0)
+    stop = full[1][len(PROMPT)]  # row 1's first new token: it ends there
+    t = Timings()
+    rows = generate(model, [[2, 3], PROMPT], 5, temperature=0, stop_tokens=[stop], timings=t)
+    assert t.prompt_tokens == 7 and t.first_step_tokens == 2
+    assert t.new_tokens == sum(len(r) for r in rows) - 7 and t.steps == max(len(rows[0]) - 2, 1)
+
+
+def test_timings_of_a_single_token_have_no_decode_rate():
+    t = Timings(prompt_tokens=3, steps=1, new_tokens=1, first_step_tokens=1, first_token_s=0.5,
+                total_s=0.5)  # fmt: skip
+    assert t.decode_tokens_per_s() is None
+    assert t.summary() == "prompt 3 tokens: first new token after 0.50 s; 1 new token in 0.50 s"
+    t = Timings(4, 3, 3, 1, first_token_s=0.25, total_s=1.25)
+    assert t.decode_tokens_per_s() == 2.0
+    assert t.summary().endswith("the 2 after the first step at 2.0 tokens/s")

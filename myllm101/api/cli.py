@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from myllm101.cli_util import guarded, run_group
+from myllm101.fast.timings import Timings
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -62,10 +63,12 @@ def generate_any(args: argparse.Namespace) -> int:
     pipe = pipeline("text-generation", model=args.model, dtype=args.dtype)
     if args.chat and not hasattr(pipe.tokenizer, "bpe"):
         raise ValueError("--chat: expected a model with a chat template (smollm2), got a plain LM")
+    timings = Timings()
     out = pipe(args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                seed=args.seed, chat=args.chat, return_full_text=False,
-               compile_step=getattr(args, "compile", False))  # fmt: skip
+               compile_step=getattr(args, "compile", False), timings=timings)  # fmt: skip
     print(out[0]["generated_text"])
+    print(timings.summary(), file=sys.stderr)
     return 0
 
 

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from myllm101.fast.timings import Timings
+
 TASKS = ("text-generation", "fill-mask", "feature-extraction", "text-classification", "rag")
 DEFAULT_MODEL = {"text-generation": "smollm2", "feature-extraction": "minilm"}
 REGISTRY_TASK = {"text-generation": "causal-lm", "fill-mask": "masked-lm",
@@ -114,7 +116,8 @@ class TextGenerationPipeline(Pipeline):
     def run_one(self, text: str, max_new_tokens: int = 32, temperature: float = 0.0,
                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                 chat: bool = False, return_full_text: bool = True,
-                compile_step: bool = False) -> list[dict]:  # fmt: skip
+                compile_step: bool = False,
+                timings: Timings | None = None) -> list[dict]:  # fmt: skip
         from myllm101.fast.generate import generate
 
         if chat:
@@ -126,7 +129,7 @@ class TextGenerationPipeline(Pipeline):
             raise ValueError("text: expected a prompt of at least one token, got an empty one")
         out = generate(self.model, ids, max_new_tokens, temperature=temperature, top_k=top_k,
                        top_p=top_p, stop_tokens=self._stop(), seed=seed,
-                       compile_step=compile_step)  # fmt: skip
+                       compile_step=compile_step, timings=timings)  # fmt: skip
         new = out[len(ids) :]
         if new and new[-1] in self._stop():
             new = new[:-1]

@@ -25,11 +25,16 @@ would alone: batched generation == one prompt at a time.
     generate(model, [5, 7, 9], max_new_tokens=20, temperature=0)       -> [5, 7, 9, ...]  (23 ids)
     generate(model, [[5, 7, 9], [4]], 20, top_k=50, seed=0)            -> [[5, 7, 9, ...], [4, ...]]
     for token in stream(model, [5, 7, 9], 20): print(token)            # one id per step
+
+``generate(..., timings=Timings())`` also clocks the call: the time to the first new token (the
+prompt's prefill) apart from the decode steps after it, whose tokens/s is what memory bandwidth
+bounds (``Timings.summary``: the line ``myllm101 generate`` prints on stderr).
 """
 
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -48,6 +53,7 @@ from myllm101.checks import (
 )
 from myllm101.fast.compiled_decode import StaticCache, cache_slots, compiled_decoder
 from myllm101.fast.kv_cache import KVCache
+from myllm101.fast.timings import Timings
 
 # ---------------------------------------------------------------------------------------------
 # logits processing: each takes and returns logits (B, V)
@@ -364,6 +370,7 @@ def generate(
     pad_token_id: int = 0,
     fast_decode: bool = True,
     compile_step: bool = False,
+    timings: Timings | None = None,
 ) -> list[int] | list[list[int]]:
     """Continue each prompt by up to ``max_new_tokens`` tokens; returns prompt + new ids.
 
@@ -380,6 +387,7 @@ def generate(
         ``model(...)`` with the cache, like every other step (for comparison).
     compile_step: decode through ``torch.compile`` of that step on a static cache
         (fast/compiled_decode.py: float and 8-bit models; the first call compiles, ~1 min).
+    timings: a ``Timings`` this call fills in (the prefill timed apart from the decode steps).
     The prompt plus max_new_tokens must fit the model's block_size.
     """
     kw = dict(
@@ -388,11 +396,23 @@ def generate(
         attention_mask=attention_mask, use_cache=use_cache, pad_token_id=pad_token_id,
         fast_decode=fast_decode, compile_step=compile_step,
     )  # fmt: skip
+    t0 = time.perf_counter()
     ids, mask, single = prepare_prompts(prompts, attention_mask, pad_token_id)
     rows = [ids[i][mask[i]].tolist() for i in range(ids.shape[0])]
+    steps, first_s, first_n = 0, 0.0, 0
     for step in generation_steps(model, prompts, max_new_tokens, **kw):
-        for row in torch.nonzero(step.active).flatten().tolist():
+        active = torch.nonzero(step.active).flatten().tolist()
+        for row in active:
             rows[row].append(int(step.tokens[row]))
+        steps += 1
+        if steps == 1:
+            first_s, first_n = time.perf_counter() - t0, len(active)
+    if timings is not None:
+        prompt_tokens = int(mask.sum())
+        timings.prompt_tokens, timings.steps = prompt_tokens, steps
+        timings.new_tokens = sum(len(r) for r in rows) - prompt_tokens
+        timings.first_token_s, timings.first_step_tokens = first_s, first_n
+        timings.total_s = time.perf_counter() - t0
     return rows[0] if single else rows
 
 

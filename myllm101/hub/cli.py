@@ -19,6 +19,7 @@ import json
 import sys
 
 from myllm101.cli_util import guarded, run_group
+from myllm101.fast.timings import Timings
 
 
 def stdin_lines() -> list[str]:
@@ -59,8 +60,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.temperature < 0:
         raise ValueError(f"--temperature: expected >= 0, got {args.temperature}")
     choice = choose_inference_dtype(args.dtype)
+    timings = Timings()
     if args.adapter is not None:
-        print(_generate_adapted(args, choice))
+        print(_generate_adapted(args, choice, timings))
+        print(timings.summary(), file=sys.stderr)
         return 0
     print(f"dtype: {choice.value} ({choice.reason})", file=sys.stderr)
     text = generate_text(
@@ -71,12 +74,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         dtype=choice.value,
         compile_step=args.compile,
+        timings=timings,
     )
     print(text)
+    print(timings.summary(), file=sys.stderr)
     return 0
 
 
-def _generate_adapted(args: argparse.Namespace, choice) -> str:
+def _generate_adapted(args: argparse.Namespace, choice, timings: Timings) -> str:
     """SmolLM2 with the LoRA adapter ``args.adapter`` loaded (and merged): its generated text."""
     from myllm101.finetune.adapted import load_adapted_smollm2
     from myllm101.hub.smollm2 import chat_prompt, generate_ids
@@ -88,7 +93,7 @@ def _generate_adapted(args: argparse.Namespace, choice) -> str:
     ids = tok.encode(text)
     stop = (tok.eos_id,) if tok.eos_id is not None else ()
     out = generate_ids(
-        model, ids, args.max_new_tokens, args.temperature, stop, args.seed, args.compile
+        model, ids, args.max_new_tokens, args.temperature, stop, args.seed, args.compile, timings
     )
     return tok.decode(out[len(ids) :], skip_special_tokens=True)
 

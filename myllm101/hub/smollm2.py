@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from myllm101.device import choose_inference_dtype
+from myllm101.fast.timings import Timings
 from myllm101.hub.gguf_loader import (
     llama_config_from_gguf,
     llama_state_dict_from_gguf,
@@ -107,17 +108,17 @@ def chat_prompt(messages: list[dict[str, str]], add_generation_prompt: bool = Tr
 
 
 def generate_ids(model, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
-                 stop_tokens=(), seed: int | None = None,
-                 compile_step: bool = False) -> list[int]:  # fmt: skip
+                 stop_tokens=(), seed: int | None = None, compile_step: bool = False,
+                 timings: Timings | None = None) -> list[int]:  # fmt: skip
     """prompt + new ids, through fast/generate.py's ``generate`` (KV cache; compile_step: its
-    compiled decode step, fast/compiled_decode.py)."""
+    compiled decode step, fast/compiled_decode.py; timings: filled in, fast/timings.py)."""
     from myllm101.fast.generate import generate
 
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens: expected >= 0, got {max_new_tokens}")
     return generate(
         model, list(prompt_ids), max_new_tokens, temperature=temperature,
-        stop_tokens=stop_tokens, seed=seed, compile_step=compile_step,
+        stop_tokens=stop_tokens, seed=seed, compile_step=compile_step, timings=timings,
     )  # fmt: skip
 
 
@@ -129,12 +130,14 @@ def generate_text(
     seed: int | None = None,
     dtype: str = "auto",
     compile_step: bool = False,
+    timings: Timings | None = None,
 ) -> str:
     """SmolLM2's continuation of ``prompt`` (with ``chat``: its answer to it as a user turn;
-    compile_step: decode through the compiled step, fast/compiled_decode.py)."""
+    compile_step: decode through the compiled step, fast/compiled_decode.py; timings: filled
+    in with the generation's clock, fast/timings.py)."""
     model, tok = load_smollm2(dtype)
     text = chat_prompt([{"role": "user", "content": prompt}]) if chat else prompt
     ids = tok.encode(text)
     stop = (tok.eos_id,) if tok.eos_id is not None else ()
-    out = generate_ids(model, ids, max_new_tokens, temperature, stop, seed, compile_step)
+    out = generate_ids(model, ids, max_new_tokens, temperature, stop, seed, compile_step, timings)
     return tok.decode(out[len(ids) :], skip_special_tokens=True)
