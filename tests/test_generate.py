@@ -237,6 +237,9 @@ def test_timings_of_a_single_token_have_no_decode_rate():
                 total_s=0.5)  # fmt: skip
     assert t.decode_tokens_per_s() is None
     assert t.summary() == "prompt 3 tokens: first new token after 0.50 s; 1 new token in 0.50 s"
+    t = Timings(prompt_tokens=5, total_s=0.125)  # nothing generated (a caller's own loop)
+    assert t.decode_tokens_per_s() is None
+    assert t.summary() == "prompt 5 tokens: no new tokens (0.12 s)"
     t = Timings(4, 3, 3, 1, first_token_s=0.25, total_s=1.25)
     assert t.decode_tokens_per_s() == 2.0
     assert t.summary().endswith("the 2 after the first step at 2.0 tokens/s")

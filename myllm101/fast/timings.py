@@ -36,6 +36,8 @@ class Timings:
     def summary(self) -> str:
         """One line: 'prompt 24 tokens: first new token after 0.11 s; 64 new tokens in 1.47 s,
         the 63 after the first step at 46.6 tokens/s'."""
+        if self.new_tokens == 0:
+            return f"prompt {self.prompt_tokens} tokens: no new tokens ({self.total_s:.2f} s)"
         line = (
             f"prompt {self.prompt_tokens} tokens: first new token after "
             f"{self.first_token_s:.2f} s; {self.new_tokens} new token"
