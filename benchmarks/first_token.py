@@ -5,6 +5,7 @@ followed by the decoding steps (one token each, bound by reading every weight). 
 bound applies to the steps only, and ``myllm101 eval`` reports decode tokens/s without the
 prefill, so the decode benchmarks report both: the whole call, and the steps after the first new
 token, ``(new - 1) tokens / (call time - time to the first new token)`` (llama.cpp's "eval" rate).
+Ours reads the time to its first new token from ``generate``'s own clock (fast/timings.py).
 
     run = hf_generation(model, prompt, 64)   # or ours_generation(model, prompt, 64)
     times = interleaved({"hf": run, ...}, rounds=7, warmup=1)
@@ -25,8 +26,9 @@ class FirstToken:
     """Seconds from a generation's start to its first new token, one entry per generation.
 
     transformers: pass it as ``generate(..., streamer=clock)`` after ``clock.start()``; it is
-    handed the prompt first, then each new token. Ours: ``clock.start()`` then ``clock.tokens(
-    stream(...))``. ``timer`` (the time source) is replaceable for tests.
+    handed the prompt first, then each new token. Ours: ``fast.generate``'s own clock
+    (``timings=Timings()``, fast/timings.py) hands its ``first_token_s`` over to ``seconds``.
+    ``timer`` (the time source) is replaceable for tests.
     """
 
     def __init__(self, timer: Callable[[], float] = time.perf_counter):
@@ -45,15 +47,6 @@ class FirstToken:
 
     def end(self) -> None:  # transformers' streamer protocol
         pass
-
-    def tokens(self, new_tokens) -> list[int]:
-        """Consume an iterator of new token ids (ours' ``stream``), noting the first one's time."""
-        out: list[int] = []
-        for token in new_tokens:
-            if not out:
-                self.seconds.append(self.timer() - self._t0)
-            out.append(token)
-        return out
 
     def after_first(self, totals: list[float], warmup: int = 0) -> list[float]:
         """Per timed call: its total seconds less its time to the first new token. The calls are
@@ -96,15 +89,19 @@ def hf_generation(model, prompt: list[int], n_new: int) -> Callable[[], list[int
 def ours_generation(
     model: torch.nn.Module, prompt: list[int], n_new: int, **kwargs
 ) -> Callable[[], list[int]]:
-    """() -> prompt + ``n_new`` greedy tokens from our ``stream`` (``generate``'s loop; kwargs:
-    ``fast_decode``, ``compile_step``); ``first_token`` as in ``hf_generation``."""
-    from myllm101.fast.generate import stream
+    """() -> prompt + ``n_new`` greedy tokens from our ``generate`` (kwargs: ``fast_decode``,
+    ``compile_step``), which times its first new token itself (``Timings``); ``first_token`` as
+    in ``hf_generation``."""
+    from myllm101.fast.generate import generate
+    from myllm101.fast.timings import Timings
 
     clock = FirstToken()
 
     def run() -> list[int]:
-        clock.start()
-        return list(prompt) + clock.tokens(stream(model, prompt, n_new, temperature=0, **kwargs))
+        timings = Timings()
+        out = generate(model, prompt, n_new, temperature=0, timings=timings, **kwargs)
+        clock.seconds.append(timings.first_token_s)
+        return out
 
     run.first_token = clock
     return run

@@ -27,7 +27,7 @@ A decoding step reads every weight once for one token, so a step can take no les
   timed in one interleaved loop (benchmarks/interleave.py): each round runs every row's
   generation once, the order rotating, so a drift of the machine's speed reaches every row alike;
   each row's test then reports its own rounds. Each row records ``bound_tokens_per_s`` and its
-  ``percent_of_bound``. Ours generate through ``fast.generate.stream`` (``generate``'s loop).
+  ``percent_of_bound``. Ours generate through ``fast.generate.generate``.
 - "smollm2 decode steps fp32": the same calls' decode steps alone, the new - 1 tokens after the
   first: each call's time less its time to the first new token (benchmarks/first_token.py), so the
   prompt's prefill (compute-bound, and eager in the compiled row) is out; what ``myllm101 eval``

@@ -15,8 +15,7 @@ baseline):
   not autocast); count = prompt tokens.
 - "smollm2 decode": greedy generation of 64 new tokens after a short chat prompt, both with their
   KV cache (transformers' ``generate(do_sample=False, min_new_tokens=64)``, ours
-  ``fast.generate.stream``, generate's loop); count = new tokens (the time includes the short
-  prompt's prefill).
+  ``fast.generate.generate``); count = new tokens (the time includes the short prompt's prefill).
   Two more rows (full size only): ``ours-fp32-compiled`` and ``ours-bf16-compiled``, the fused
   model in fp32 / bf16 weights through ``generate(compile_step=True)`` (fast/compiled_decode.py;
   compiled and autotuned in the untimed warm-up, ~70 s each).
@@ -283,8 +282,8 @@ def test_smollm2_decode(benchmark, smollm2, size, impl, phase):
         baseline=impl == "transformers-fp32", unit="tokens", target=DECODE_TARGET, **info,
         dtype="bf16" if "bf16" in impl else "fp32",
         note=f"{what}; transformers: model.generate(do_sample=False, min_new_tokens=max_new_tokens), "
-        "its streamer timing the first new token; ours: fast.generate.stream; rows timed "
-        "interleaved",
+        "its streamer timing the first new token; ours: fast.generate.generate, its Timings too; "
+        "rows timed interleaved",
         loadavg=os.getloadavg()[0],
     )  # fmt: skip
 

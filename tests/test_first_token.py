@@ -31,15 +31,6 @@ def test_streamer_notes_the_second_put_only():
     assert clock.seconds == [1.0, 1.0]
 
 
-def test_tokens_consumes_the_stream_and_notes_the_first():
-    clock = counting_clock()
-    clock.start()  # t = 0
-    assert clock.tokens(iter([9, 8, 7])) == [9, 8, 7]  # the first token at t = 1
-    assert clock.seconds == [1.0]
-    clock.start()
-    assert clock.tokens(iter([])) == [] and clock.seconds == [1.0]  # no token: nothing noted
-
-
 def test_after_first_subtracts_the_timed_calls_firsts():
     clock = FirstToken()
     clock.seconds = [5.0, 0.25, 0.5]  # a warm-up call, then two timed ones
@@ -63,7 +54,7 @@ def test_ours_generation_equals_generate_and_times_each_call(fast_decode):
     run = ours_generation(model, prompt, 6, fast_decode=fast_decode)
     expected = generate(model, prompt, 6, temperature=0, fast_decode=fast_decode)
     assert run() == expected and run() == expected and len(expected) == 10
-    assert len(run.first_token.seconds) == 2 and min(run.first_token.seconds) > 0
+    assert len(run.first_token.seconds) == 2 and min(run.first_token.seconds) > 0  # from Timings
 
 
 class FakeHF:
