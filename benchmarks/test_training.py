@@ -41,6 +41,9 @@ round r steps every model once, the order rotating, so a drift of the machine's 
 every row alike (timed one row after another, the GPT rows' ratio had moved by ~10% between
 runs); each row's test then reports its own rounds. A peer row's ratio is ours' time / the peer's
 (< 1: ours is faster); the target asks <= 1 / 1.05 of every peer and an MFU of ours >= 85%.
+Ours' eager float32 Linears run each GEMM by the faster of MKL and oneDNN at its shape
+(``myllm101/fast/cpu_gemm.py``, chosen by timing both in the first step); the peers' ``F.linear``
+calls MKL. The matmul peak at the step's shapes (``step_gemms_case``) runs the same choices.
 
 The matmul peak (``benchmarks/matmul_peak.py``) runs in the same session: the MFU denominator.
 tests/test_training_bench_smoke.py runs the smoke rows and builds the report (no timing asserts).
@@ -67,6 +70,7 @@ from benchmarks.matmul_peak import (
 from benchmarks.memory import MB, peak_numpy_mb, peak_torch_mb
 from benchmarks.nanogpt_peer import PeerConfig, PeerGPT
 from myllm101.config import GPTConfig, LlamaConfig
+from myllm101.fast import cpu_gemm
 from myllm101.fast.gpt import GPT
 from myllm101.fast.llama import Llama
 from myllm101.fast.optim import make_adamw, param_groups
@@ -276,6 +280,21 @@ PEER_NOTE = (
     "once, the order rotating); a peer row's ratio is ours' time / the peer's (< 1: ours is "
     "faster); every model steps the same fused AdamW; FLOPs (MFU) are ours' count for every row"
 )
+
+
+def gemm_note(mode: str) -> str:
+    """How ours' Linears ran their GEMMs in this group (the same text on every row of it)."""
+    if mode == "compile":
+        return "ours compiled: torch.compile's own GEMMs (fast/cpu_gemm.py routes eager steps)"
+    chosen = cpu_gemm.choices()
+    on = sum(lib == "onednn" for lib in chosen.values())
+    return (
+        "ours eager: each float32 Linear GEMM by the faster of MKL and oneDNN at its shape "
+        f"(fast/cpu_gemm.py; the peers' F.linear calls MKL): {on} of {len(chosen)} (GEMM, shape) "
+        "keys chose oneDNN in this run so far"
+    )
+
+
 PEER_PARAMS = [
     pytest.param(arch, size, impl, mode, id=f"peers-{arch}-{size}-{impl}-{mode}")
     for size in PEER_SIZES
@@ -410,7 +429,7 @@ def test_training_vs_peers(benchmark, arch, size, impl, mode):
         peak_key=f"{arch} {size}",
         count=s.B * s.T, unit="tokens", dtype="fp32",
         flops=train_flops_per_token(n_matmul, cfg.n_layer, cfg.n_embd, s.T) * s.B * s.T,
-        note=PEER_NOTE, target=PEER_TARGET,
+        note=f"{PEER_NOTE}; {gemm_note(mode)}", target=PEER_TARGET,
         goals=[  # the same on every row of the group
             {"impls": peers, "metric": "ratio", "op": "<=", "value": 1 / SPEEDUP},
             {"impls": [label["ours"]], "metric": "mfu", "op": ">=", "value": MFU_GOAL},

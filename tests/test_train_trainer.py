@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from myllm101.fast import cpu_gemm
 from myllm101.train import Trainer
 from myllm101.train import checkpoint as ckpt
 from myllm101.train.divergence import params_finite
@@ -39,6 +40,43 @@ def test_resume_gives_exactly_the_uninterrupted_losses(tmp_path):
         r["step"] for r in map(json.loads, open(tmp_path / "run" / "metrics.jsonl")) if "loss" in r
     ]
     assert steps == list(range(1, 13))  # the log has each step once
+
+
+def test_resume_keeps_the_cpu_gemm_choices(tmp_path, monkeypatch):
+    """A resumed run multiplies with the GEMM libraries the run it continues chose (kept in
+    trainer_state.json), not ones timed afresh, which may differ: a fake clock prefers oneDNN in
+    the first run and MKL after it, and the resumed run still repeats the losses bit for bit."""
+    monkeypatch.setattr(cpu_gemm, "MIN_FLOPS", 0)  # the tiny model's GEMMs are chosen too
+    cpu_gemm.set_mode("auto")
+    now, prefer, real = [0.0], ["onednn"], dict(cpu_gemm._LIBRARIES)
+
+    def charged(lib):
+        def run(*args):
+            now[0] += 1.0 if lib == prefer[0] else 3.0
+            return real[lib](*args)
+
+        return run
+
+    monkeypatch.setattr(cpu_gemm, "clock", lambda: now[0])
+    monkeypatch.setattr(cpu_gemm, "_LIBRARIES", {lib: charged(lib) for lib in real})
+    try:
+        cfg = config(tmp_path, save_interval=6, keep_last=5)
+        full = Trainer(cfg, TOKENS, TOKENS)
+        full.fit()
+        chosen = cpu_gemm.choices()
+        assert chosen and set(chosen.values()) == {"onednn"}
+        step_6 = tmp_path / "run" / "checkpoints" / "step_0000006"
+        assert json.loads((step_6 / "trainer_state.json").read_text())["cpu_gemm"] == chosen
+        shutil.rmtree(tmp_path / "run" / "checkpoints" / "step_0000012")
+        shutil.rmtree(tmp_path / "run" / "best")
+        cpu_gemm.set_mode("auto")  # a new process: nothing chosen yet, and MKL now times faster
+        prefer[0] = "aten"
+        resumed = Trainer(cfg, TOKENS, TOKENS, resume=True)
+        resumed.fit()
+        assert cpu_gemm.choices() == chosen
+        assert losses(resumed) == losses(full)[6:]  # bit-for-bit
+    finally:
+        cpu_gemm.set_mode(None)
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

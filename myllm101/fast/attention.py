@@ -37,7 +37,7 @@ from myllm101.checks import (
     expect_ndim,
     expect_positive,
 )
-from myllm101.fast.linear import to_module_dtype
+from myllm101.fast.linear import Linear, to_module_dtype
 from myllm101.fast.rope import RotaryEmbedding
 from myllm101.kernels.dispatch import kernel_supports, use_kernel
 
@@ -158,10 +158,10 @@ class MultiHeadAttention(nn.Module):
         self.d_model, self.n_heads, self.n_kv_heads = d_model, n_heads, n_kv_heads
         self.head_dim = D = head_dim
         kw = dict(bias=bias, device=device, dtype=dtype)
-        self.q_proj = nn.Linear(d_model, n_heads * D, **kw)
-        self.k_proj = nn.Linear(d_model, n_kv_heads * D, **kw)
-        self.v_proj = nn.Linear(d_model, n_kv_heads * D, **kw)
-        self.o_proj = nn.Linear(n_heads * D, d_model, **kw)
+        self.q_proj = Linear(d_model, n_heads * D, **kw)
+        self.k_proj = Linear(d_model, n_kv_heads * D, **kw)
+        self.v_proj = Linear(d_model, n_kv_heads * D, **kw)
+        self.o_proj = Linear(n_heads * D, d_model, **kw)
         # fast/fuse.py may replace q/k/v_proj by one (H + 2 Hkv) * D projection (inference only)
         self.qkv_proj: nn.Linear | None = None
         self.rope = (

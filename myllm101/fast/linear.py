@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from myllm101.checks import check_linear_dtypes, check_linear_shapes
+from myllm101.fast import cpu_gemm
 
 REDUCED_DTYPES = (torch.bfloat16, torch.float16)
 
@@ -36,6 +37,8 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
     if not torch.is_autocast_enabled(x.device.type):
         x = to_weight_dtype(x, w)
         check_linear_dtypes(x, w, b)
+    if cpu_gemm.routes(x, w):
+        return cpu_gemm.train_linear(x, w, b)
     return F.linear(x, w, b)
 
 

@@ -39,6 +39,7 @@ from myllm101.config import build_model, config_from_dict, get_preset
 from myllm101.data.batches import SAMPLERS, SequentialWindows
 from myllm101.data.mlm import MLMBatches, bert_specials
 from myllm101.device import choose_train_dtype, hardware, matmul_peak_flops
+from myllm101.fast import cpu_gemm
 from myllm101.fast.optim import make_adamw, param_groups
 from myllm101.train import checkpoint as ckpt
 from myllm101.train import distributed as dist
@@ -316,6 +317,7 @@ class Trainer:
             "bad_steps": self.bad_steps, "evals_since_best": self.evals_since_best,
             "elapsed_s": self.elapsed_before + time.perf_counter() - self.t0,
             "world_size": self.dist.world_size,
+            "cpu_gemm": cpu_gemm.choices(),  # the GEMM libraries chosen: a resume keeps them
         }  # fmt: skip
 
     def _model_to_save(self):
@@ -350,6 +352,7 @@ class Trainer:
         self.step, self.tokens_seen = tstate["step"], tstate["tokens_seen"]
         self.best_val, self.bad_steps = tstate["best_val_loss"], tstate["bad_steps"]
         self.evals_since_best, self.elapsed_before = tstate["evals_since_best"], tstate["elapsed_s"]
+        cpu_gemm.restore_choices(tstate.get("cpu_gemm", {}))  # absent in older checkpoints
 
     # ---- the loop ----
     def fit(self) -> dict:
