@@ -16,7 +16,11 @@ faster depends on the CPU and the shape. Measured at the training peers' shape (
 so neither wins everywhere, and a CPU of another make may rank them otherwise. ``"auto"`` times
 both the first time it meets a (GEMM, rows rounded up to a power of 2, out, in) key, a few calls
 each, and keeps the faster for the rest of the process, as ``torch.backends.cudnn.benchmark``
-does on a GPU. Small GEMMs (under ``MIN_FLOPS``) stay on MKL without timing.
+does on a GPU. Small GEMMs (under ``MIN_FLOPS``) stay on MKL without timing. Whole steps at that
+shape, interleaved with the same model under ``aten``, gain less than those GEMMs: a GPT step
+took 0.97x / 0.98x the time (means of two runs of 30 rounds; short runs read 0.89-1.03x), a
+LLaMA step 0.99x (0.92-0.98x short). With ATen, MKL and oneDNN held to AVX2 (an AVX2-only CPU
+emulated on this one) oneDNN's lead mostly goes, most keys choose MKL, and steps time level.
 
 ``MYLLM101_CPU_GEMM`` (or ``set_mode``) picks the policy: ``auto`` (default), ``aten`` (always
 ``F.linear``, bit for bit what torch does) or ``onednn`` (always oneDNN, for tests). Only float32
@@ -24,9 +28,9 @@ CPU Linears that autograd records go through here (``fast.linear.linear``): infe
 ``F.linear`` (``fast/prepack.py`` is its oneDNN path) and autocast its bf16 GEMMs (oneDNN
 already), and ``torch.compile`` its own GEMMs (routed through here as an opaque custom op, a
 compiled GPT step at the peers' shape ran no faster: 1.04x the time, interleaved, within the
-noise). The libraries sum in different orders,
-so results agree to float32 rounding (~1e-6 relative), not bit for bit; a run's choices can differ
-from the next run's, and ``aten`` gives runs that repeat bitwise across processes.
+noise). The libraries sum in different orders, so results agree to float32 rounding (~1e-6
+relative), not bit for bit; a run's choices can differ from the next run's (checkpoints keep
+them for a resume), and ``aten`` gives runs that repeat bitwise across processes.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ MODES = ("auto", "aten", "onednn")
 GEMMS = ("forward", "dx", "dw")  # a Linear's three products
 MIN_FLOPS = 2 * 256 * 256 * 256  # smaller GEMMs: MKL, untimed (call overheads dominate there)
 TIMED_CALLS = 5  # per library and key, alternating, after a warm-up call each: the fastest counts
+EVICT_BYTES = 64 * 2**20  # written before each timed call: more than this CPU's caches hold
 
 _mode: str | None = None  # set_mode's choice; None: the environment's
 _choices: dict[tuple[str, int, int, int], str] = {}  # (gemm, rows bucket, out, in) -> library
@@ -115,12 +120,17 @@ def _bucket(rows: int) -> int:
 
 def _fastest(args: tuple) -> str:
     """The library whose fastest call of ``TIMED_CALLS`` on ``args`` is fastest. The libraries'
-    calls alternate, so a drift of the machine's speed reaches both alike."""
+    calls alternate, so a drift of the machine's speed reaches both alike, and each starts with
+    the caches full of other data, so it reads its operands from memory, as a training step's
+    GEMMs mostly do. It changes the choice: under ``ONEDNN_MAX_CPU_ISA=AVX2`` (and MKL's, ATen's
+    likewise), 9 of a GPT step's 14 keys chose oneDNN timed cache-hot, 4 timed from memory."""
+    evict = torch.empty(EVICT_BYTES // 4)
     best = dict.fromkeys(_LIBRARIES, float("inf"))
     for fn in _LIBRARIES.values():
         fn(*args)  # warm-up: first-call allocations and oneDNN's primitive cache
     for _ in range(TIMED_CALLS):
         for lib, fn in _LIBRARIES.items():
+            evict.fill_(0.0)
             t0 = clock()
             fn(*args)
             best[lib] = min(best[lib], clock() - t0)
