@@ -75,6 +75,7 @@ def test_resume_keeps_the_cpu_gemm_choices(tmp_path, monkeypatch):
         resumed.fit()
         assert cpu_gemm.choices() == chosen
         assert losses(resumed) == losses(full)[6:]  # bit-for-bit
+        assert json.loads((tmp_path / "run" / "summary.json").read_text())["cpu_gemm"] == chosen
     finally:
         cpu_gemm.set_mode(None)
 

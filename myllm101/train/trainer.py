@@ -509,6 +509,7 @@ class Trainer:
             "dtype": self.dtype_kind,
             "dtype_reason": self.precision.reason,
             "hardware": self.hardware,
+            "cpu_gemm": cpu_gemm.choices(),  # which library ran each float32 GEMM shape
         }
         has_best = (self.out_dir / "best").is_dir()
         if main:
