@@ -50,7 +50,7 @@ TIMED_CALLS = 5  # per library and key, alternating, after a warm-up call each: 
 EVICT_BYTES = 64 * 2**20  # written before each timed call: more than this CPU's caches hold
 
 _mode: str | None = None  # set_mode's choice; None: the environment's
-_choices: dict[tuple[str, int, int, int], str] = {}  # (gemm, rows bucket, out, in) -> library
+_choices: dict[tuple[str, int, int, int], str] = {}  # (which GEMM, rows bucket, out, in) -> library
 clock: Callable[[], float] = time.perf_counter  # tests replace it
 
 
@@ -87,9 +87,9 @@ def restore_choices(saved: dict[str, str]) -> None:
     choices, so a resumed run multiplies as the run it continues did (and repeats its losses bit
     for bit). A malformed entry is a ValueError naming it."""
     for name, lib in saved.items():
-        gemm, _, dims = str(name).partition(" ")
+        which, _, dims = str(name).partition(" ")
         sizes = dims.split("x")
-        if gemm not in GEMMS or lib not in _LIBRARIES or len(sizes) != 3:
+        if which not in GEMMS or lib not in _LIBRARIES or len(sizes) != 3:
             raise ValueError(
                 f"cpu_gemm choices: expected 'GEMM MxNxK': library with GEMM one of "
                 f"{', '.join(GEMMS)} and library one of {', '.join(_LIBRARIES)}, got {name!r}: {lib!r}"
@@ -98,7 +98,7 @@ def restore_choices(saved: dict[str, str]) -> None:
             m, n, k = (int(d) for d in sizes)
         except ValueError:
             raise ValueError(f"cpu_gemm choices: expected integer sizes, got {name!r}") from None
-        _choices[(gemm, m, n, k)] = lib
+        _choices[(which, m, n, k)] = lib
 
 
 def _onednn(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -137,24 +137,24 @@ def _fastest(args: tuple) -> str:
     return min(best, key=best.__getitem__)
 
 
-def _library(gemm: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> str:
+def _library(which: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> str:
     mode = gemm_mode()
     if mode != "auto":
         return mode
     m, (n, k) = x.shape[0], w.shape
     if 2 * m * n * k < MIN_FLOPS:
         return "aten"
-    key = (gemm, _bucket(m), n, k)
+    key = (which, _bucket(m), n, k)
     if key not in _choices:
         with torch.no_grad():
             _choices[key] = _fastest((x, w, b))
     return _choices[key]
 
 
-def gemm(gemm: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None):
-    """x (M, in) @ w (out, in)^T + b -> (M, out) by the library chosen for ``gemm`` ("forward",
-    "dx" or "dw") at this shape. No autograd: the Linear's backward calls it."""
-    return _LIBRARIES[_library(gemm, x, w, b)](x, w, b)
+def gemm(which: str, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None):
+    """x (M, in) @ w (out, in)^T + b -> (M, out) by the library chosen for ``which`` GEMM
+    ("forward", "dx" or "dw") at this shape. No autograd: the Linear's backward calls it."""
+    return _LIBRARIES[_library(which, x, w, b)](x, w, b)
 
 
 class _TrainLinear(torch.autograd.Function):
@@ -174,8 +174,8 @@ class _TrainLinear(torch.autograd.Function):
         dy2 = dy.reshape(-1, dy.shape[-1])  # (M, out)
         need_dx, need_dw, need_db = ctx.needs_input_grad
         dx = gemm("dx", dy2, w.t()).reshape(x.shape) if need_dx else None  # dy @ W
-        x2t = x.reshape(-1, x.shape[-1]).t()  # (in, M)
-        dw = gemm("dw", dy2.t(), x2t) if need_dw else None  # (out, M) @ (M, in)
+        x2 = x.reshape(-1, x.shape[-1])  # (M, in)
+        dw = gemm("dw", dy2.t(), x2.t()) if need_dw else None  # (out, M) @ (M, in)
         db = dy2.sum(0) if ctx.has_bias and need_db else None
         return dx, dw, db
 
