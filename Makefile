@@ -58,6 +58,7 @@ bench: install data
 	$(PY) -m benchmarks.ratio_report benchmarks/results/models.json --name MODELS --title "Models"
 	$(BENCH) benchmarks/test_training.py -k "not smoke" --benchmark-json=benchmarks/results/training.json
 	$(PY) -m benchmarks.ratio_report benchmarks/results/training.json --name TRAINING --title "Training"
+	$(PY) -m benchmarks.host_memory_ab
 	$(BENCH) benchmarks/test_int8.py --benchmark-json=benchmarks/results/int8.json
 	$(PY) -m benchmarks.ratio_report benchmarks/results/int8.json --name INT8 --title "int8 matmul"
 	$(BENCH) benchmarks/test_hub.py -k "not smoke" --benchmark-json=benchmarks/results/hub.json

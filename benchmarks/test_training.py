@@ -45,6 +45,10 @@ Ours' eager float32 Linears run each GEMM by the faster of MKL and oneDNN at its
 (``myllm101/fast/cpu_gemm.py``, chosen by timing both in the first step); the peers' ``F.linear``
 calls MKL. The matmul peak at the step's shapes (``step_gemms_case``) runs the same choices.
 
+The whole process keeps freed memory for reuse (``train/host_memory.py``, as ``myllm101 train``
+sets it): a step's large blocks come back without fresh page faults. It is process-wide, so the
+peers and every other row run with it too (``benchmarks/host_memory_ab.py`` times it on and off).
+
 The matmul peak (``benchmarks/matmul_peak.py``) runs in the same session: the MFU denominator.
 tests/test_training_bench_smoke.py runs the smoke rows and builds the report (no timing asserts).
 """
@@ -76,6 +80,7 @@ from myllm101.fast.llama import Llama
 from myllm101.fast.optim import make_adamw, param_groups
 from myllm101.reference import gpt as ref_gpt
 from myllm101.reference.train import TrainSettings, train_gpt
+from myllm101.train.host_memory import reuse_freed_memory
 from myllm101.train.metrics import matmul_params, train_flops_per_token
 
 
@@ -98,8 +103,14 @@ SIZES = {
 }
 IMPLS = ("fp32", "bf16", "fp32+ckpt", "compile", "reference-numpy")
 TARGET = "target: checkpointing activation memory <= 1/3 at <= 30% time cost"
+HOST_MALLOC = reuse_freed_memory()  # as the trainer does; process-wide, so every row gets it
+HOST_NOTE = (
+    f"host malloc: {HOST_MALLOC} for the whole process, as `myllm101 train` sets it "
+    "(train/host_memory.py: freed blocks reused, no fresh page faults each step), so every row "
+    "and peer here runs with it"
+)
 NOTES = {
-    "fp32": "fp32: eager float32 step (the baseline)",
+    "fp32": f"fp32: eager float32 step (the baseline); {HOST_NOTE}",
     "bf16": "bf16: forward under torch.autocast(cpu, bfloat16), fp32 weights and AdamW",
     "fp32+ckpt": "fp32+ckpt: every block checkpointed (recomputed in backward); MFU counts "
     "model FLOPs only",
@@ -278,7 +289,8 @@ PEER_TARGET = (
 PEER_NOTE = (
     "peers: the rows' steps are timed in one interleaved loop (each round steps every model "
     "once, the order rotating); a peer row's ratio is ours' time / the peer's (< 1: ours is "
-    "faster); every model steps the same fused AdamW; FLOPs (MFU) are ours' count for every row"
+    "faster); every model steps the same fused AdamW; FLOPs (MFU) are ours' count for every row; "
+    + HOST_NOTE
 )
 
 

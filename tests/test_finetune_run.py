@@ -17,6 +17,7 @@ from myllm101.finetune.adapters import WEIGHTS_NAME, lora_modules
 from myllm101.finetune.best import BestSaver
 from myllm101.finetune.run import FinetuneConfig, evaluate, finetune, prepare_model
 from myllm101.train.checkpoint import TMP_PREFIX, load_model, verify_checkpoint
+from myllm101.train.host_memory import reuse_freed_memory
 from myllm101.train.metrics import read_metrics
 
 V = 48
@@ -84,7 +85,9 @@ def test_lora_run_lowers_val_loss_and_keeps_the_best(tmp_path):
     assert info == {"base": "tiny", "method": "lora", "task": "sft", "labels": None,
                     "quantization": None}  # fmt: skip
     assert (tmp_path / "loss.png").stat().st_size > 0
-    assert json.loads((tmp_path / "summary.json").read_text())["best_step"] == s["best_step"]
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["best_step"] == s["best_step"]
+    assert saved["host_malloc"] == reuse_freed_memory()  # what the run set (idempotent)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(TMP_PREFIX)]
 
     # the saved state scores what was recorded for it (float32 over a few hundred tokens: 1e-5)

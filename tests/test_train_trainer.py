@@ -17,6 +17,7 @@ from myllm101.fast import cpu_gemm
 from myllm101.train import Trainer
 from myllm101.train import checkpoint as ckpt
 from myllm101.train.divergence import params_finite
+from myllm101.train.host_memory import reuse_freed_memory
 from myllm101.train.trainer import TrainingDiverged
 from tests.train_helpers import TOKENS, config, losses, one_thread  # noqa: F401 (autouse)
 
@@ -158,6 +159,7 @@ def test_checkpoint_round_trip_and_keep_last(tmp_path):
         if "val_loss" in r
     )
     assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
+    assert summary["host_malloc"] == reuse_freed_memory()  # what the run set (idempotent)
     assert ckpt.resolve_model_dir(tmp_path / "run") == tmp_path / "run"  # the final export
 
 

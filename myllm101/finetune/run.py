@@ -240,6 +240,7 @@ def finetune(
 
     from myllm101.fast.optim import clip_grad_norm, make_adamw, param_groups
     from myllm101.finetune.adapters import trainable_summary
+    from myllm101.train.host_memory import reuse_freed_memory
     from myllm101.train.metrics import MetricsLog, plot_loss_curve
 
     if not train_batches or not val_batches:
@@ -280,6 +281,7 @@ def finetune(
             on_eval(step, scores)
         return state["bad"] >= cfg.patience
 
+    host_malloc = reuse_freed_memory()  # each step reuses freed pages (train/host_memory.py)
     gen = torch.Generator().manual_seed(cfg.seed)
     bar = tqdm(total=total, desc=f"finetune {cfg.method} {cfg.task}", unit="step",
                disable=not cfg.progress)  # fmt: skip
@@ -343,6 +345,7 @@ def finetune(
         "best_dir": str(best_dir),
         "val_initial": state["initial"],
         "val_best": state["best_val"],
+        "host_malloc": host_malloc,
         "test": test,
         "trainable": trainable_summary(model),
         "seconds": round(time.perf_counter() - started, 2),

@@ -47,6 +47,7 @@ from myllm101.train import rundir
 from myllm101.train.config import TrainConfig
 from myllm101.train.divergence import default_divergence_loss, loss_divergence, params_finite
 from myllm101.train.export import export_run
+from myllm101.train.host_memory import reuse_freed_memory
 from myllm101.train.metrics import (
     MetricsLog,
     matmul_params,
@@ -389,6 +390,7 @@ class Trainer:
 
     def _fit(self) -> dict:
         cfg, main = self.cfg, self.dist.is_main
+        self.host_malloc = reuse_freed_memory()  # each step reuses freed pages (host_memory.py)
         self.t0 = time.perf_counter()
         dist.barrier(self.dist)
         if self.resume:
@@ -398,10 +400,11 @@ class Trainer:
                 print(f"resuming from {last} (step {self.step})", file=sys.stderr)
         log = MetricsLog(self.out_dir / "metrics.jsonl", main, self.step if self.resume else None)
         log.log({"step": self.step, "event": "precision", "dtype": self.dtype_kind,
-                 "reason": self.precision.reason, "hardware": self.hardware})  # fmt: skip
+                 "reason": self.precision.reason, "hardware": self.hardware,
+                 "host_malloc": self.host_malloc})  # fmt: skip
         if main and cfg.progress:
             print(f"precision: {self.dtype_kind} ({self.precision.reason}); "
-                  f"{self.hardware}", file=sys.stderr)  # fmt: skip
+                  f"{self.hardware}; host malloc: {self.host_malloc}", file=sys.stderr)  # fmt: skip
         peak = matmul_peak_flops(self.device, self.autocast_dtype or self.param_dtype)
         mc = self.model_cfg
         flops_per_token = train_flops_per_token(self.n_matmul, mc.n_layer, mc.n_embd, cfg.seq_len)
@@ -510,6 +513,7 @@ class Trainer:
             "dtype_reason": self.precision.reason,
             "hardware": self.hardware,
             "cpu_gemm": cpu_gemm.choices(),  # which library ran each float32 GEMM shape
+            "host_malloc": self.host_malloc,  # freed memory kept for reuse, or why not
         }
         has_best = (self.out_dir / "best").is_dir()
         if main:
