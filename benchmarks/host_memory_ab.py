@@ -1,6 +1,6 @@
 """A training step with glibc's default malloc against ``train/host_memory.py``'s reuse policy.
 
-    python -m benchmarks.host_memory_ab                     # 6L-384 GPT, LLaMA, nanoGPT-style
+    python -m benchmarks.host_memory_ab                     # ours and the peers at 6L-384
     python -m benchmarks.host_memory_ab --pairs 2 --steps 6 --archs gpt   # quicker
 
 malloc's settings are process-wide and cannot be undone, so each measurement is a child process
@@ -9,7 +9,12 @@ shape (6 layers, width 384, vocab 8192, T=256, B=8, fp32, fused AdamW), takes 3 
 then times ``--steps`` more. The two policies' children alternate, ``--pairs`` times per model, so
 a drift of this VM's speed reaches both alike. Reported per model and policy: the median step over
 all its children's steps, minor page faults per step and peak resident memory; the ratio is
-system's median / reuse's (> 1: reuse is faster). Writes benchmarks/results/HOST_MEMORY.md.
+system's median / reuse's (> 1: reuse is faster). A second table puts each model as it ships
+side by side: ours under ``reuse`` (the trainer sets it), the peers (a nanoGPT-style GPT,
+transformers' GPT-2 and LLaMA: the training benchmark's) under glibc's default, which their own
+training scripts leave alone; issue 14's own peer measurements ran each implementation in its own
+process like this. Rounds go over every model in turn, so a drift reaches all models alike too.
+Writes benchmarks/results/HOST_MEMORY.md.
 """
 
 from __future__ import annotations
@@ -25,7 +30,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "HOST_MEMORY.md"
-ARCHS = ("gpt", "llama", "nanogpt-peer")
+# name -> (family, implementation): ours and the training benchmark's peers (test_training.py)
+ARCHS = {
+    "gpt": ("gpt", "ours"),
+    "llama": ("llama", "ours"),
+    "nanogpt-peer": ("gpt", "nanogpt-peer"),
+    "hf-gpt2": ("gpt", "transformers"),
+    "hf-llama": ("llama", "transformers"),
+}
 
 CHILD = """
 import json, resource, sys, time
@@ -34,18 +46,21 @@ from myllm101.train.host_memory import reuse_freed_memory
 said = reuse_freed_memory()
 from benchmarks.test_training import PEER_SIZES, _config, _peer_model
 from myllm101.fast.optim import make_adamw, param_groups
-arch, steps, size = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+family, impl, steps, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 s = PEER_SIZES[size]
-family = "llama" if arch == "llama" else "gpt"
 torch.manual_seed(0)
-model = _peer_model(family, "nanogpt-peer" if arch == "nanogpt-peer" else "ours",
-                    _config(family, s)).train()
+model = _peer_model(family, impl, _config(family, s)).train()
 opt = make_adamw(param_groups(model, 0.1), lr=1e-4, betas=(0.9, 0.95))
 ids = torch.from_numpy(np.random.default_rng(0).integers(0, s.vocab, (s.B, s.T + 1)))
 x, y = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
 def step():
     opt.zero_grad(set_to_none=True)
-    loss = model(x, y)[1] if arch == "nanogpt-peer" else model(x, labels=x).loss
+    if impl == "nanogpt-peer":
+        loss = model(x, y)[1]  # nanoGPT's loader hands it the next tokens
+    elif impl == "ours":
+        loss = model(x, labels=x).loss  # shifts the labels inside
+    else:
+        loss = model(input_ids=x, labels=x).loss
     loss.backward()
     opt.step()
 for _ in range(3):
@@ -61,19 +76,20 @@ print(json.dumps({"said": said, "times": times, "faults": (use.ru_minflt - f0) /
 
 def child(arch: str, policy: str, steps: int, size: str) -> dict:
     env = {**os.environ, "MYLLM101_MALLOC": policy}
-    out = subprocess.run([sys.executable, "-c", CHILD, arch, str(steps), size], cwd=ROOT, env=env,
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", CHILD, *ARCHS[arch], str(steps), size], cwd=ROOT,
+                         env=env, capture_output=True, text=True, check=True)  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def measure(
     archs: list[str], pairs: int, steps: int, size: str = "6L-384"
 ) -> dict[str, dict[str, list[dict]]]:
-    """{arch: {policy: [each child's result]}}, the policies alternating (which goes first too)."""
+    """{arch: {policy: [each child's result]}}: round i runs every model under both policies, the
+    policies' order alternating with i."""
     from tqdm import tqdm
 
     runs = {a: {"system": [], "reuse": []} for a in archs}
-    jobs = [(a, p) for a in archs for i in range(pairs)
+    jobs = [(a, p) for i in range(pairs) for a in archs
             for p in (("system", "reuse") if i % 2 == 0 else ("reuse", "system"))]  # fmt: skip
     for arch, policy in tqdm(jobs, desc="children", unit="run"):
         runs[arch][policy].append(child(arch, policy, steps, size))
@@ -103,7 +119,36 @@ def markdown(runs: dict[str, dict[str, list[dict]]], machine: str, when: str, sh
             )
     n = sum(len(rs) for by in runs.values() for rs in by.values())
     lines += ["", f"{n} child processes; ratio = system's median / the row's (> 1: faster).", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + as_shipped(runs))
+
+
+def as_shipped(runs: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """Each model as it runs out of the box: ours under ``reuse`` (what ``myllm101 train`` sets),
+    the peers under glibc's default, which their own scripts leave alone."""
+    med = {a: {p: statistics.median(t for r in rs for t in r["times"]) for p, rs in by.items()}
+           for a, by in runs.items()}  # fmt: skip
+    out = []
+    for ours, (family, _) in ARCHS.items():
+        peers = [a for a, (f, impl) in ARCHS.items() if f == family and impl != "ours"]
+        peers = [a for a in peers if a in med]
+        if ours not in med or ARCHS[ours][1] != "ours" or not peers:
+            continue
+        base = med[ours]["reuse"]
+        if not out:
+            out = [
+                "## As shipped",
+                "",
+                "Ours under `reuse` (what `myllm101 train` sets), each peer under glibc's "
+                "default (what its own training script leaves); ratio = ours' time / the row's "
+                "(< 1: ours is faster), the training benchmark's convention.",
+                "",
+                "| model | malloc | median step ms | ratio |",
+                "|---|---|---:|---:|",
+            ]
+        out.append(f"| {ours} | reuse | {1e3 * base:.1f} | 1.00x |")
+        out += [f"| {p} | system | {1e3 * med[p]['system']:.1f} | "
+                f"{base / med[p]['system']:.2f}x |" for p in peers]  # fmt: skip
+    return out + [""] if out else []
 
 
 def main(argv: list[str] | None = None) -> None:
