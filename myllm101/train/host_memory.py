@@ -3,11 +3,11 @@
 Why: every training step allocates and frees the same large tensors: the logits (B, T, V) and
 their gradient, activations, weight gradients. glibc serves a block over its mmap threshold
 (128 KB, rising with use to at most 32 MB) with fresh pages from the kernel and hands them back on
-``free``, so each step page-faults, and the kernel zeroes, the same hundreds of MB again. For a
-GPT of 6 layers, width 384, vocab 8192 at B=8, T=256 on a 2-core CPU that was ~4k-13k page faults
-and 0.03-0.27 s of system time per step; without them the step ran 10-17% faster (1229-1362 ->
-1096-1122 ms median, separate processes; the log-softmax over the (2048, 8192) logits alone took
-~30 ms on fresh pages against ~8 ms on reused ones).
+``free``, so each step page-faults, and the kernel zeroes, the same hundreds of MB again. At the
+training benchmark's peer shape (6 layers, width 384, vocab 8192, B=8, T=256, fp32) on a 2-core
+CPU that was ~6k page faults per step for our GPT, 28 with reuse, and the step ran 1.14x faster
+(LLaMA 1.07x; benchmarks/results/HOST_MEMORY.md). The log-softmax over the (2048, 8192) logits
+alone took ~30 ms writing fresh pages against ~8-10 ms on reused ones.
 
 ``reuse_freed_memory()`` sets ``mallopt(M_MMAP_MAX, 0)``: every block comes from malloc's heap,
 whose freed blocks the next step reuses, and ``M_TRIM_THRESHOLD`` high, so the heap's free top is
@@ -17,9 +17,9 @@ thread's own arena cannot hold still falls back to mmap. PyTorch's CPU performan
 same effect by preloading jemalloc or tcmalloc (``LD_PRELOAD``); this needs no other library.
 
 ``MYLLM101_MALLOC`` picks the policy: ``reuse`` (default) or ``system`` (leave malloc as it is).
-It is process-wide: the trainer and ``finetune`` call it when they start training, never on import
-(a server or a notebook keeps glibc's defaults). Elsewhere than glibc (macOS, musl) nothing changes
-and the returned string says why.
+It is process-wide: the trainer and ``finetune`` call it when they start training, never on
+import (a server, or a notebook until it trains, keeps glibc's defaults). Elsewhere than glibc
+(macOS, musl) nothing changes and the returned string says why.
 """
 
 from __future__ import annotations
