@@ -41,29 +41,13 @@ ARCHS = {
 
 CHILD = """
 import json, resource, sys, time
-import numpy as np, torch
 from myllm101.train.host_memory import reuse_freed_memory
-said = reuse_freed_memory()
-from benchmarks.test_training import PEER_SIZES, _config, _peer_model
-from myllm101.fast.optim import make_adamw, param_groups
+said = reuse_freed_memory()  # before the benchmark module (which applies it too) allocates
+from benchmarks.test_training import PEER_SIZES, _config, _peer_step
 family, impl, steps, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 s = PEER_SIZES[size]
-torch.manual_seed(0)
-model = _peer_model(family, impl, _config(family, s)).train()
-opt = make_adamw(param_groups(model, 0.1), lr=1e-4, betas=(0.9, 0.95))
-ids = torch.from_numpy(np.random.default_rng(0).integers(0, s.vocab, (s.B, s.T + 1)))
-x, y = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
-def step():
-    opt.zero_grad(set_to_none=True)
-    if impl == "nanogpt-peer":
-        loss = model(x, y)[1]  # nanoGPT's loader hands it the next tokens
-    elif impl == "ours":
-        loss = model(x, labels=x).loss  # shifts the labels inside
-    else:
-        loss = model(input_ids=x, labels=x).loss
-    loss.backward()
-    opt.step()
-for _ in range(3):
+step = _peer_step(family, impl, _config(family, s), s, compiled=False).step  # 1 warm-up step
+for _ in range(2):
     step()
 times, f0 = [], resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(steps):
@@ -96,6 +80,12 @@ def measure(
     return runs
 
 
+def medians(runs: dict[str, dict[str, list[dict]]]) -> dict[str, dict[str, float]]:
+    """{arch: {policy: the median step over every child's steps}}."""
+    return {a: {p: statistics.median(t for r in rs for t in r["times"]) for p, rs in by.items()}
+            for a, by in runs.items()}  # fmt: skip
+
+
 def markdown(runs: dict[str, dict[str, list[dict]]], machine: str, when: str, shape: str) -> str:
     lines = [
         "# Host memory: glibc's default malloc vs reuse (train/host_memory.py)",
@@ -107,13 +97,13 @@ def markdown(runs: dict[str, dict[str, list[dict]]], machine: str, when: str, sh
         "| model | malloc | median step ms | ratio | page faults / step | peak RSS MB |",
         "|---|---|---:|---:|---:|---:|",
     ]
+    med = medians(runs)
     for arch, by in runs.items():
-        med = {p: statistics.median(t for r in rs for t in r["times"]) for p, rs in by.items()}
         for policy, rs in by.items():
             said = rs[0]["said"]
             lines.append(
-                f"| {arch} | {said} | {1e3 * med[policy]:.1f} | "
-                f"{med['system'] / med[policy]:.2f}x | "
+                f"| {arch} | {said} | {1e3 * med[arch][policy]:.1f} | "
+                f"{med[arch]['system'] / med[arch][policy]:.2f}x | "
                 f"{statistics.median(r['faults'] for r in rs):,.0f} | "
                 f"{max(r['rss_mb'] for r in rs):,.0f} |"
             )
@@ -125,8 +115,7 @@ def markdown(runs: dict[str, dict[str, list[dict]]], machine: str, when: str, sh
 def as_shipped(runs: dict[str, dict[str, list[dict]]]) -> list[str]:
     """Each model as it runs out of the box: ours under ``reuse`` (what ``myllm101 train`` sets),
     the peers under glibc's default, which their own scripts leave alone."""
-    med = {a: {p: statistics.median(t for r in rs for t in r["times"]) for p, rs in by.items()}
-           for a, by in runs.items()}  # fmt: skip
+    med = medians(runs)
     out = []
     for ours, (family, _) in ARCHS.items():
         peers = [a for a, (f, impl) in ARCHS.items() if f == family and impl != "ours"]
